@@ -1,0 +1,184 @@
+//! `keelson`: the one CLI. It parses flags and wires the crates together; nothing else.
+//!
+//! `keelson store` takes etcd's own flag names and `ETCD_*` environment variables, so an
+//! etcd member's command line or unit file works unchanged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use keelson_store::{CompactionMode, Store, StoreConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "keelson",
+    version,
+    about = "A Raft-replicated etcd v3 store with a Kubernetes apiserver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a store member (etcd v3 API), with etcd's flags.
+    Store(StoreArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory (default: NAME.etcd).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
+    listen_client_urls: Vec<String>,
+    /// Client URLs to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
+    advertise_client_urls: Vec<String>,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    listen_peer_urls: Vec<String>,
+    /// This member's peer URLs to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster configuration: name=peerURL,...
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    initial_cluster_state: String,
+    /// Initial cluster token.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
+    max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Raise alarms when backend size exceeds the given quota (0 = default 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Interpret auto-compaction-retention as 'periodic' or 'revision'.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// Auto compaction retention (0 = off): hours or a duration in periodic mode, revisions in revision mode.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
+    /// URLs to listen on for the metrics and health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    listen_metrics_urls: Vec<String>,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+}
+
+impl StoreArgs {
+    fn config(self) -> anyhow::Result<StoreConfig> {
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|u| (self.name.clone(), u.clone()))
+                .collect(),
+        };
+        let auto_compaction_mode = match self.auto_compaction_mode.as_str() {
+            "periodic" => CompactionMode::Periodic,
+            "revision" => CompactionMode::Revision,
+            other => bail!("unknown auto-compaction-mode {other:?}"),
+        };
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        Ok(StoreConfig {
+            name: self.name,
+            data_dir: Some(data_dir),
+            listen_client_urls: self.listen_client_urls,
+            advertise_client_urls: self.advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: self.initial_cluster_state,
+            initial_cluster_token: self.initial_cluster_token,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            quota_backend_bytes: self.quota_backend_bytes,
+            auto_compaction_mode,
+            auto_compaction_retention: self.auto_compaction_retention,
+            listen_metrics_urls: self.listen_metrics_urls,
+            election_timeout: Duration::from_millis(self.election_timeout),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+        })
+    }
+}
+
+fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, url) = p
+                .split_once('=')
+                .with_context(|| format!("--initial-cluster entry {p:?} is not name=url"))?;
+            Ok((name.to_string(), url.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Store(args) => {
+            let cfg = args.config()?;
+            let store = Store::open(cfg).await?;
+            for a in store.client_addrs() {
+                tracing::info!("serving client requests on {a}");
+            }
+            store
+                .serve(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}

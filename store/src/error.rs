@@ -1,0 +1,149 @@
+//! The store's one error enum, and its one conversion to `tonic::Status`.
+//!
+//! etcd clients (clientv3, etcdctl, the `etcd-client` crate, kube-apiserver) map errors back to
+//! typed values by the *exact* gRPC code and message, so every client-visible variant below
+//! carries etcd 3.4's text byte for byte (see `etcdserver/api/v3rpc/rpctypes/error.go`).
+//!
+//! Errors are either deterministic (the same command fails the same way on every replica, e.g.
+//! a compacted revision) or not (an I/O failure). A non-deterministic error during apply must
+//! never be turned into a client response: the applier panics instead, so replicas cannot
+//! diverge (toydb's rule).
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
+    /// A gRPC request the server does not implement at all.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// Invalid client input with a free-form message (InvalidArgument).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Stored data failed its checksum or could not be decoded. Never served.
+    #[error("keelson: data corruption detected: {0}")]
+    Corrupt(String),
+    /// An I/O error from the backend. Non-deterministic.
+    #[error("keelson: io error: {0}")]
+    Io(String),
+}
+
+impl Error {
+    /// Whether every replica applying the same command hits the same error. Only deterministic
+    /// errors may be returned from apply; anything else must stop the member.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, Error::Io(_) | Error::Corrupt(_))
+    }
+
+    /// The gRPC code etcd uses for this error (`v3rpc/rpctypes/error.go`).
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::EmptyKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::RequestTooLarge
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Compacted | Error::FutureRev => Code::OutOfRange,
+            Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
+            Error::LeaseExists => Code::FailedPrecondition,
+            Error::LeaseTtlTooLarge => Code::OutOfRange,
+            Error::NoSpace | Error::TooManyRequests => Code::ResourceExhausted,
+            Error::NoLeader
+            | Error::Timeout
+            | Error::LeaderChanged
+            | Error::Stopped
+            | Error::NotSupportedForLearner => Code::Unavailable,
+            Error::AuthNotEnabled => Code::FailedPrecondition,
+            Error::CorruptCluster => Code::DataLoss,
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Corrupt(_) => Code::DataLoss,
+            Error::Io(_) => Code::Unknown,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+            other => Error::Io(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_etcd_code_and_text() {
+        let s: tonic::Status = Error::Compacted.into();
+        assert_eq!(s.code(), tonic::Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        let s: tonic::Status = Error::LeaseNotFound.into();
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "etcdserver: requested lease not found");
+        assert!(!Error::Io("x".into()).is_deterministic());
+        assert!(Error::DuplicateKey.is_deterministic());
+    }
+}

@@ -1,0 +1,96 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Validation that etcd does in its gRPC layer (`v3rpc/key.go`) happens here, before a
+//! proposal; everything that depends on state happens in apply. Ranges are served locally at
+//! the current (durable) revision; a single member's local read is linearizable.
+
+use std::sync::Arc;
+
+use keelson_proto::etcdserverpb::kv_server::Kv;
+use keelson_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::apply::{check_put, check_txn_request, Command, Response as Applied};
+use crate::core::Core;
+use crate::error::Error;
+
+pub(crate) struct KvService {
+    pub(crate) core: Arc<Core>,
+}
+
+impl KvService {
+    /// Serves a range at the current revision (also used for read-only txns).
+    pub(crate) fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
+        if r.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let st = self.core.mvcc.state.read();
+        let current = st.current;
+        let rr = st.range(r, current)?;
+        drop(st);
+        Ok(RangeResponse { header: self.core.header(current), kvs: rr.kvs, more: rr.more, count: rr.count })
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        Ok(Response::new(KvService::range(self, req.get_ref())?))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = req.into_inner();
+        check_put(&r)?;
+        match self.core.propose(Command::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                self.core.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = req.into_inner();
+        if r.key.is_empty() {
+            return Err(Error::EmptyKey.into());
+        }
+        match self.core.propose(Command::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                self.core.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = req.into_inner();
+        check_txn_request(&r, self.core.cfg.max_txn_ops)?;
+        match self.core.propose(Command::Txn(r)).await? {
+            Applied::Txn(mut resp) => {
+                self.core.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let r = req.into_inner();
+        match self.core.propose(Command::Compact(r)).await? {
+            Applied::Compact(mut resp) => {
+                self.core.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+pub(crate) fn unexpected(r: Applied) -> Status {
+    Status::internal(format!("keelson: unexpected apply response {r:?}"))
+}
