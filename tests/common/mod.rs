@@ -1,0 +1,27 @@
+//! Helpers shared by Keelson's integration tests.
+//!
+//! Use from a test crate with `mod common;` (this directory is not a test
+//! target of its own). Modules:
+//!
+//! * [`proc`]: free ports, locating binaries on `PATH`, running a child
+//!   process with stdin/timeout/"stop after this line" and a kill-on-drop
+//!   guard.
+//! * [`server`]: start a fresh single-member real etcd or `keelson store`
+//!   (same etcd flags) on free loopback ports in a temp dir, wait until
+//!   `etcdctl endpoint health` succeeds, kill it on drop.
+//! * [`etcdctl`]: run etcdctl (API v3) against one endpoint.
+//! * [`normalize`]: make etcdctl output comparable across servers (IDs,
+//!   terms, sizes, timings, paths, ...).
+//!
+//! Environment variables understood here:
+//! * `KEELSON_ETCD_BIN`, `KEELSON_ETCDCTL_BIN`: explicit paths of the
+//!   reference binaries (default: `etcd` / `etcdctl` from `PATH`).
+//! * `KEELSON_SKIP_ETCD=1`: tests that need the real etcd print a skip
+//!   message and pass when etcd/etcdctl are missing (otherwise they fail).
+//! * `KEELSON_KEEP_TMP=1`: keep server temp dirs (data, logs) after the test.
+#![allow(dead_code)]
+
+pub mod etcdctl;
+pub mod normalize;
+pub mod proc;
+pub mod server;
