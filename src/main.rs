@@ -28,7 +28,10 @@ enum Cmd {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct StoreArgs {
+    #[command(subcommand)]
+    cmd: Option<StoreCmd>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     name: String,
@@ -106,6 +109,65 @@ struct StoreArgs {
     election_timeout: u64,
 }
 
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Offline snapshot tools.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Build a new data dir from a snapshot file (from `etcdctl snapshot save` against keelson).
+    Restore(RestoreArgs),
+}
+
+/// `etcdctl snapshot restore`'s flags, with its defaults.
+#[derive(Args)]
+struct RestoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// The data dir to create (must not exist or be empty).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Initial cluster configuration: name=peerURL,...
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// Initial cluster token.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URLs to advertise to the cluster.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
+}
+
+impl RestoreArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let opts = keelson_store::RestoreOptions {
+            data_dir: self.data_dir,
+            name: self.name,
+            initial_cluster: parse_initial_cluster(&self.initial_cluster)?,
+            initial_cluster_token: self.initial_cluster_token,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+        };
+        let s = keelson_store::restore_snapshot(&self.file, &opts)
+            .with_context(|| format!("restoring {}", self.file.display()))?;
+        println!(
+            "restored snapshot {} into {}: {} records, revision {}, member {:x} of cluster {:x}",
+            self.file.display(),
+            opts.data_dir.display(),
+            s.records,
+            s.revision,
+            s.member_id,
+            s.cluster_id
+        );
+        Ok(())
+    }
+}
+
 impl StoreArgs {
     fn config(self) -> anyhow::Result<StoreConfig> {
         let initial_cluster = match &self.initial_cluster {
@@ -167,6 +229,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
+        Cmd::Store(StoreArgs {
+            cmd: Some(StoreCmd::Snapshot(SnapshotCmd::Restore(r))),
+            ..
+        }) => r.run()?,
         Cmd::Store(args) => {
             let cfg = args.config()?;
             let store = Store::open(cfg).await?;

@@ -25,11 +25,17 @@ impl Alarms {
             keys::unframe(&"alarm", &v)?;
             set.insert(keys::decode_alarm_key(&k)?);
         }
-        Ok(Alarms { set: RwLock::new(set) })
+        Ok(Alarms {
+            set: RwLock::new(set),
+        })
     }
 
     pub(crate) fn list(&self) -> Vec<AlarmMember> {
-        self.set.read().iter().map(|&(member_id, alarm)| AlarmMember { member_id, alarm }).collect()
+        self.set
+            .read()
+            .iter()
+            .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
+            .collect()
     }
 
     pub(crate) fn is_raised(&self, t: AlarmType) -> bool {
@@ -47,7 +53,10 @@ impl Alarms {
                 if set.insert(entry) {
                     batch.put(keys::alarm_key(r.member_id, r.alarm), keys::frame(&[]));
                 }
-                changed.push(AlarmMember { member_id: r.member_id, alarm: r.alarm });
+                changed.push(AlarmMember {
+                    member_id: r.member_id,
+                    alarm: r.alarm,
+                });
             }
             Ok(AlarmAction::Deactivate) => {
                 let matching: Vec<(u64, i32)> = set
@@ -58,11 +67,17 @@ impl Alarms {
                 for (m, a) in matching {
                     set.remove(&(m, a));
                     batch.delete(keys::alarm_key(m, a));
-                    changed.push(AlarmMember { member_id: m, alarm: a });
+                    changed.push(AlarmMember {
+                        member_id: m,
+                        alarm: a,
+                    });
                 }
             }
             _ => {}
         }
-        Ok(AlarmResponse { header: None, alarms: changed })
+        Ok(AlarmResponse {
+            header: None,
+            alarms: changed,
+        })
     }
 }

@@ -38,7 +38,10 @@ pub(crate) fn ids(cfg: &StoreConfig) -> (u64, u64) {
     for (name, url) in &cfg.initial_cluster {
         by_name.entry(name.as_str()).or_default().push(url.clone());
     }
-    let ids: Vec<u64> = by_name.values().map(|urls| member_id(urls, token)).collect();
+    let ids: Vec<u64> = by_name
+        .values()
+        .map(|urls| member_id(urls, token))
+        .collect();
     let me = match by_name.get(cfg.name.as_str()) {
         Some(urls) => member_id(urls, token),
         None => member_id(&cfg.initial_advertise_peer_urls, token),

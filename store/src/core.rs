@@ -27,18 +27,32 @@ pub(crate) struct Core {
     pub(crate) node: Node,
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) auth: Arc<crate::auth::AuthStore>,
+    /// The newest published revision, for tasks that wait for the store to move on (server-side
+    /// locks and elections) without polling.
+    pub(crate) revision: tokio::sync::watch::Receiver<i64>,
+    /// etcd's request ID generator (`pkg/idutil`), used for server-chosen lease IDs.
+    id_gen: std::sync::atomic::AtomicU64,
 }
 
 impl Core {
     pub(crate) fn open(cfg: StoreConfig) -> Result<Arc<Core>> {
         let backend: Arc<dyn Backend> = match &cfg.data_dir {
-            Some(dir) => Arc::new(SledBackend::open(&dir.join("member").join("snap").join("db"))?),
+            Some(dir) => Arc::new(SledBackend::open(
+                &dir.join("member").join("snap").join("db"),
+            )?),
             None => Arc::new(MemBackend::default()),
         };
         Self::open_with(cfg, backend)
     }
 
     pub(crate) fn open_with(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Core>> {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let backend: Arc<dyn Backend> = Arc::new(crate::metrics::MeteredBackend::new(
+            backend,
+            metrics.clone(),
+        ));
         let mvcc = Arc::new(Mvcc::open(&*backend)?);
         let lessor = Arc::new(Lessor::open(&*backend, cfg.min_lease_ttl())?);
         // Rebuild lease attachments from the live keys.
@@ -53,22 +67,65 @@ impl Core {
             }
         }
         let alarms = Arc::new(Alarms::open(&*backend)?);
+        let auth = Arc::new(crate::auth::AuthStore::open(&*backend)?);
         let hub = WatchHub::new(mvcc.clone(), backend.clone());
         let applier = Arc::new(Applier {
             mvcc: mvcc.clone(),
             lessor: lessor.clone(),
             alarms: alarms.clone(),
             backend: backend.clone(),
+            auth: auth.clone(),
         });
         let h = hub.clone();
-        let node = Node::start(applier, Arc::new(move |evs| h.publish(evs)))?;
+        let (rev_tx, revision) = tokio::sync::watch::channel(mvcc.current_revision());
+        let node = Node::start(
+            applier,
+            Arc::new(move |evs: Vec<crate::mvcc::RevisionEvents>| {
+                if let Some(last) = evs.last() {
+                    rev_tx.send_replace(last.revision);
+                }
+                h.publish(evs)
+            }),
+        )?;
         let (member_id, cluster_id) = crate::cluster::ids(&cfg);
-        Ok(Arc::new(Core { cfg, backend, mvcc, lessor, alarms, hub, node, member_id, cluster_id }))
+        let id_gen =
+            std::sync::atomic::AtomicU64::new(id_generator_start(std::time::SystemTime::now()));
+        Ok(Arc::new(Core {
+            cfg,
+            backend,
+            mvcc,
+            lessor,
+            alarms,
+            hub,
+            node,
+            member_id,
+            cluster_id,
+            metrics,
+            auth,
+            revision,
+            id_gen,
+        }))
+    }
+
+    /// The next ID from etcd's generator: the member ID's low 16 bits, then 40 bits of the
+    /// start time in milliseconds and an 8-bit counter that carries into them. Lease IDs look
+    /// like etcd's (`694d7e8f1c3a1a0b` on member `8e9e05c52164694d`) and never repeat.
+    pub(crate) fn next_id(&self) -> u64 {
+        const SUFFIX_BITS: u32 = 48;
+        let suffix = self
+            .id_gen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        ((self.member_id & 0xffff) << SUFFIX_BITS) | (suffix & ((1 << SUFFIX_BITS) - 1))
     }
 
     /// A response header at `revision` (0 = the current revision).
     pub(crate) fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        let revision = if revision == 0 { self.mvcc.current_revision() } else { revision };
+        let revision = if revision == 0 {
+            self.mvcc.current_revision()
+        } else {
+            revision
+        };
         Some(ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -85,16 +142,22 @@ impl Core {
     }
 
     /// Validates size and quota, then proposes.
+    ///
+    /// The quota check is etcd's (`etcdserver/quota.go`): a Put, Txn or LeaseGrant is refused,
+    /// and the NOSPACE alarm raised, once `backend size + cost >= quota`, where cost is 256 +
+    /// key + value per put (a txn costs its costlier branch) and 64 per lease. While NOSPACE is
+    /// raised, anything that adds data is refused (etcd's capped applier); reads, deletes,
+    /// compaction and disarming go on, so space can be freed.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<Response> {
         let size = cmd.encoded_len();
         if size > self.cfg.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
-        if cmd.grows_data() {
-            if self.alarms.is_raised(AlarmType::Nospace) {
-                return Err(Error::NoSpace);
-            }
-            if self.backend.size() + size as u64 > self.cfg.quota() {
+        if cmd.grows_data() && self.alarms.is_raised(AlarmType::Nospace) {
+            return Err(Error::NoSpace);
+        }
+        if let Some(cost) = cmd.quota_cost() {
+            if self.backend.size() + cost >= self.cfg.quota() {
                 let raise = Command::Alarm(AlarmRequest {
                     action: AlarmAction::Activate as i32,
                     member_id: self.member_id,
@@ -104,7 +167,31 @@ impl Core {
                 return Err(Error::NoSpace);
             }
         }
-        self.node.propose(cmd).await
+        let counter = match &cmd {
+            Command::Put(_) => Some(&self.metrics.puts),
+            Command::DeleteRange(_) => Some(&self.metrics.deletes),
+            Command::Txn(_) => Some(&self.metrics.txns),
+            _ => None,
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let r = self.node.propose(cmd).await;
+        if matches!(r, Err(Error::Stopped)) {
+            self.metrics
+                .proposals_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// The log index of the last applied (and durable) command: Status's raft index.
+    pub(crate) fn applied_index(&self) -> u64 {
+        use crate::keys::{meta_key, unframe_i64, META_CONSISTENT_INDEX};
+        match self.backend.get(&meta_key(META_CONSISTENT_INDEX)) {
+            Ok(Some(v)) => unframe_i64(&META_CONSISTENT_INDEX, &v).map_or(0, |i| i as u64),
+            _ => 0,
+        }
     }
 
     /// Revokes expired leases through the log, every 500 ms, until the core is dropped.
@@ -116,7 +203,11 @@ impl Core {
                 tick.tick().await;
                 let Some(core) = weak.upgrade() else { return };
                 for id in core.lessor.expired(std::time::Instant::now()) {
-                    match core.node.propose(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                    match core
+                        .node
+                        .propose(Command::LeaseRevoke(LeaseRevokeRequest { id }))
+                        .await
+                    {
                         Ok(_) | Err(Error::LeaseNotFound) => {}
                         Err(e) => tracing::warn!("revoking expired lease {id:x}: {e}"),
                     }
@@ -126,7 +217,36 @@ impl Core {
     }
 }
 
+fn id_generator_start(now: std::time::SystemTime) -> u64 {
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (ms & ((1 << 40) - 1)) << 8
+}
+
 impl Command {
+    /// etcd's quota cost (`quota.go`), for the commands the quota applies to.
+    fn quota_cost(&self) -> Option<u64> {
+        use keelson_proto::etcdserverpb::{request_op::Request, PutRequest, RequestOp};
+        const KV_OVERHEAD: u64 = 256;
+        const LEASE_OVERHEAD: u64 = 64;
+        let put = |p: &PutRequest| KV_OVERHEAD + (p.key.len() + p.value.len()) as u64;
+        let branch = |ops: &[RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(Request::RequestPut(p)) => put(p),
+                    _ => 0,
+                })
+                .sum()
+        };
+        match self {
+            Command::Put(p) => Some(put(p)),
+            Command::Txn(t) => Some(branch(&t.success).max(branch(&t.failure))),
+            Command::LeaseGrant(_) => Some(LEASE_OVERHEAD),
+            _ => None,
+        }
+    }
+
     fn encoded_len(&self) -> usize {
         match self {
             Command::Put(r) => r.encoded_len(),
@@ -136,6 +256,7 @@ impl Command {
             Command::LeaseGrant(r) => r.encoded_len(),
             Command::LeaseRevoke(r) => r.encoded_len(),
             Command::Alarm(r) => r.encoded_len(),
+            Command::Auth(c) => c.encoded_len(),
         }
     }
 }

@@ -56,6 +56,50 @@ pub enum Error {
     NotSupportedForLearner,
     #[error("etcdserver: corrupt cluster")]
     CorruptCluster,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExists,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExists,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// Lock: the waiter's lease expired while it waited (`concurrency.ErrSessionExpired`).
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// Proclaim with a leader key that no longer holds the election.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Leader on an election nobody campaigns in.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim/Resign without a leader key (`v3election.ErrMissingLeaderKey`).
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// A gRPC request the server does not implement at all.
     #[error("{0}")]
     Unimplemented(String),
@@ -88,6 +132,10 @@ impl Error {
             | Error::RequestTooLarge
             | Error::TooManyOps
             | Error::DuplicateKey
+            | Error::MemberBadUrls
+            | Error::UserEmpty
+            | Error::RoleEmpty
+            | Error::InvalidAuthMgmt
             | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Compacted | Error::FutureRev => Code::OutOfRange,
             Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
@@ -99,11 +147,29 @@ impl Error {
             | Error::LeaderChanged
             | Error::Stopped
             | Error::NotSupportedForLearner => Code::Unavailable,
-            Error::AuthNotEnabled => Code::FailedPrecondition,
+            Error::AuthNotEnabled
+            | Error::BadLeaderTransferee
+            | Error::PeerUrlExists
+            | Error::MemberNotEnoughStarted
+            | Error::MemberNotLearner
+            | Error::RootUserNotExist
+            | Error::RootRoleNotExist
+            | Error::UserAlreadyExists
+            | Error::UserNotFound
+            | Error::RoleAlreadyExists
+            | Error::RoleNotFound
+            | Error::RoleNotGranted
+            | Error::PermissionNotGranted => Code::FailedPrecondition,
             Error::CorruptCluster => Code::DataLoss,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Corrupt(_) => Code::DataLoss,
             Error::Io(_) => Code::Unknown,
+            // Plain Go errors returned from the v3lock/v3election handlers: grpc-go sends them
+            // as Unknown with their text.
+            Error::SessionExpired
+            | Error::ElectionNotLeader
+            | Error::ElectionNoLeader
+            | Error::MissingLeaderKey => Code::Unknown,
         }
     }
 }
@@ -139,7 +205,10 @@ mod tests {
     fn status_carries_etcd_code_and_text() {
         let s: tonic::Status = Error::Compacted.into();
         assert_eq!(s.code(), tonic::Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         let s: tonic::Status = Error::LeaseNotFound.into();
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "etcdserver: requested lease not found");

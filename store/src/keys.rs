@@ -8,6 +8,8 @@
 //! | `m`    | a metadata name (`consistent_index`, `compacted`, `scheduled_compact`) | `i64`/`u64` BE |
 //! | `l`    | lease ID (8 B BE)                         | TTL (8 B BE)                   |
 //! | `a`    | alarm: member ID (8 B BE) + type (4 B BE) | empty                          |
+//! | `u`    | auth user name                            | `authpb.User`                  |
+//! | `r`    | auth role name                            | `authpb.Role`                  |
 //!
 //! Revision keys sort in revision order because both parts are big-endian and non-negative, so
 //! a prefix scan over `k` walks history in the order it was written (watch catch-up and HashKV
@@ -23,14 +25,16 @@ pub(crate) const REV_PREFIX: u8 = b'k';
 pub(crate) const META_PREFIX: u8 = b'm';
 pub(crate) const LEASE_PREFIX: u8 = b'l';
 pub(crate) const ALARM_PREFIX: u8 = b'a';
+pub(crate) const USER_PREFIX: u8 = b'u';
+pub(crate) const ROLE_PREFIX: u8 = b'r';
 
 /// Length of an encoded revision key without the tombstone mark.
 pub(crate) const REV_KEY_LEN: usize = 1 + 8 + 1 + 8;
 
 pub(crate) const META_CONSISTENT_INDEX: &str = "consistent_index";
 pub(crate) const META_COMPACTED: &str = "finished_compact_rev";
-pub(crate) const META_SCHEDULED_COMPACT: &str = "scheduled_compact_rev";
 pub(crate) const META_CURRENT_REV: &str = "current_rev";
+pub(crate) const META_AUTH_REVISION: &str = "auth_revision";
 
 /// Encodes a revision key; `tombstone` appends the `t` mark.
 pub(crate) fn rev_key(rev: Revision, tombstone: bool) -> Vec<u8> {
@@ -109,6 +113,19 @@ pub(crate) fn decode_alarm_key(k: &[u8]) -> Result<(u64, i32)> {
     Ok((member, alarm))
 }
 
+/// An auth user's or role's key: its space's prefix and the name's bytes.
+pub(crate) fn auth_key(prefix: u8, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(prefix);
+    k.extend_from_slice(name);
+    k
+}
+
+/// Bounds `[start, end)` covering every key of every space (all prefixes are ASCII letters).
+pub(crate) fn keyspace_bounds() -> (Vec<u8>, Vec<u8>) {
+    (Vec::new(), vec![0xff])
+}
+
 /// The exclusive end of the key space that starts with `prefix`.
 pub(crate) fn space_end(prefix: u8) -> Vec<u8> {
     vec![prefix + 1]
@@ -144,8 +161,9 @@ pub(crate) fn frame_i64(v: i64) -> Vec<u8> {
 
 pub(crate) fn unframe_i64(what: &dyn std::fmt::Debug, framed: &[u8]) -> Result<i64> {
     let p = unframe(what, framed)?;
-    let arr: [u8; 8] =
-        p.try_into().map_err(|_| Error::Corrupt(format!("record {what:?} has a bad length")))?;
+    let arr: [u8; 8] = p
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("record {what:?} has a bad length")))?;
     Ok(i64::from_be_bytes(arr))
 }
 
@@ -159,8 +177,14 @@ mod tests {
         let b = rev_key(Revision { main: 3, sub: 0 }, true);
         let c = rev_key(Revision { main: 256, sub: 0 }, false);
         assert!(a < b && b < c);
-        assert_eq!(decode_rev_key(&b).unwrap(), (Revision { main: 3, sub: 0 }, true));
-        assert_eq!(decode_rev_key(&a).unwrap(), (Revision { main: 2, sub: 5 }, false));
+        assert_eq!(
+            decode_rev_key(&b).unwrap(),
+            (Revision { main: 3, sub: 0 }, true)
+        );
+        assert_eq!(
+            decode_rev_key(&a).unwrap(),
+            (Revision { main: 2, sub: 5 }, false)
+        );
         assert!(decode_rev_key(b"kxx").is_err());
         assert!(c < rev_space_end());
     }
@@ -178,7 +202,10 @@ mod tests {
 
     #[test]
     fn lease_and_alarm_keys_round_trip() {
-        assert_eq!(decode_lease_key(&lease_key(0x694d_7e8f)).unwrap(), 0x694d_7e8f);
+        assert_eq!(
+            decode_lease_key(&lease_key(0x694d_7e8f)).unwrap(),
+            0x694d_7e8f
+        );
         assert_eq!(decode_alarm_key(&alarm_key(42, 1)).unwrap(), (42, 1));
     }
 }

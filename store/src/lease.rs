@@ -53,13 +53,19 @@ impl Lessor {
             let (k, v) = item?;
             let id = keys::decode_lease_key(&k)?;
             let ttl = keys::unframe_i64(&format!("lease {id:x}"), &v)?;
-            leases.insert(id, Lease { ttl, deadline: Some(deadline(now, ttl)), keys: BTreeSet::new() });
+            leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    deadline: Some(deadline(now, ttl)),
+                    keys: BTreeSet::new(),
+                },
+            );
         }
-        Ok(Lessor { leases: Mutex::new(leases), min_ttl })
-    }
-
-    pub(crate) fn min_ttl(&self) -> i64 {
-        self.min_ttl
+        Ok(Lessor {
+            leases: Mutex::new(leases),
+            min_ttl,
+        })
     }
 
     /// Applies a grant. Returns the TTL actually granted.
@@ -74,7 +80,11 @@ impl Lessor {
         let ttl = ttl.max(self.min_ttl);
         leases.insert(
             id,
-            Lease { ttl, deadline: Some(deadline(Instant::now(), ttl)), keys: BTreeSet::new() },
+            Lease {
+                ttl,
+                deadline: Some(deadline(Instant::now(), ttl)),
+                keys: BTreeSet::new(),
+            },
         );
         batch.put(keys::lease_key(id), keys::frame_i64(ttl));
         Ok(ttl)
@@ -125,13 +135,18 @@ impl Lessor {
             Some(d) => d.saturating_duration_since(Instant::now()).as_secs() as i64,
             None => l.ttl,
         };
-        Ok(LeaseStatus { remaining, granted: l.ttl, keys: l.keys.iter().cloned().collect() })
+        Ok(LeaseStatus {
+            remaining,
+            granted: l.ttl,
+            keys: l.keys.iter().cloned().collect(),
+        })
     }
 
     /// All lease IDs, soonest deadline first (etcd sorts `Leases` by expiry).
     pub(crate) fn leases(&self) -> Vec<i64> {
         let leases = self.leases.lock();
-        let mut v: Vec<(Option<Instant>, i64)> = leases.iter().map(|(id, l)| (l.deadline, *id)).collect();
+        let mut v: Vec<(Option<Instant>, i64)> =
+            leases.iter().map(|(id, l)| (l.deadline, *id)).collect();
         v.sort();
         v.into_iter().map(|(_, id)| id).collect()
     }
@@ -146,14 +161,6 @@ impl Lessor {
             .collect();
         v.sort();
         v
-    }
-
-    /// Gives every lease a fresh full-TTL deadline (a new leader does this).
-    pub(crate) fn promote(&self) {
-        let now = Instant::now();
-        for l in self.leases.lock().values_mut() {
-            l.deadline = Some(deadline(now, l.ttl));
-        }
     }
 }
 
@@ -171,9 +178,16 @@ mod tests {
         let b = MemBackend::default();
         let l = Lessor::open(&b, 2).unwrap();
         let mut batch = WriteBatch::default();
-        assert_eq!(l.grant(7, 1, &mut batch).unwrap(), 2, "TTL raised to the minimum");
+        assert_eq!(
+            l.grant(7, 1, &mut batch).unwrap(),
+            2,
+            "TTL raised to the minimum"
+        );
         assert_eq!(l.grant(7, 10, &mut batch), Err(Error::LeaseExists));
-        assert_eq!(l.grant(8, MAX_LEASE_TTL + 1, &mut batch), Err(Error::LeaseTtlTooLarge));
+        assert_eq!(
+            l.grant(8, MAX_LEASE_TTL + 1, &mut batch),
+            Err(Error::LeaseTtlTooLarge)
+        );
         l.grant(9, 100, &mut batch).unwrap();
         let k: Bytes = "a".into();
         l.reattach(&k, 0, 9);
@@ -188,6 +202,9 @@ mod tests {
         assert_eq!(l.revoke(7, &mut batch), Err(Error::LeaseNotFound));
         assert_eq!(l.renew(7), Err(Error::LeaseNotFound));
         assert!(l.expired(Instant::now()).is_empty());
-        assert_eq!(l.expired(Instant::now() + Duration::from_secs(101)), vec![9]);
+        assert_eq!(
+            l.expired(Instant::now() + Duration::from_secs(101)),
+            vec![9]
+        );
     }
 }

@@ -17,30 +17,38 @@
 
 mod alarm;
 mod apply;
+mod auth;
 mod backend;
 mod cluster;
+mod compactor;
 mod config;
 mod core;
 mod error;
+mod http;
 mod keys;
 mod lease;
+mod metrics;
 mod mvcc;
 mod node;
 mod server;
+mod snapshot;
 mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use apply::{Command, Response as ApplyResponse};
 pub use backend::{Backend, MemBackend, SledBackend, WriteBatch};
 pub use config::{CompactionMode, StoreConfig};
 pub use error::{Error, Result};
 pub use mvcc::Revision;
+pub use snapshot::{restore_snapshot, RestoreOptions, RestoreSummary};
 
 /// A running member.
 pub struct Store {
     core: Arc<core::Core>,
     listeners: Vec<tokio::net::TcpListener>,
+    metrics_listeners: Vec<tokio::net::TcpListener>,
 }
 
 impl Store {
@@ -48,18 +56,39 @@ impl Store {
     /// URLs. Must be called inside a tokio runtime.
     pub async fn open(cfg: StoreConfig) -> Result<Store> {
         let listeners = server::bind(&cfg.listen_client_urls).await?;
+        let metrics_listeners = server::bind(&cfg.listen_metrics_urls).await?;
+        compactor::Policy::from_config(&cfg)?;
         let core = core::Core::open(cfg)?;
-        Ok(Store { core, listeners })
+        Ok(Store {
+            core,
+            listeners,
+            metrics_listeners,
+        })
     }
 
     /// The addresses the client URLs are bound to.
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The addresses the metrics URLs are bound to.
+    pub fn metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.metrics_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         self.core.spawn_lease_expiry();
+        compactor::spawn(&self.core)?;
         let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut tasks = Vec::new();
         for l in self.listeners {
@@ -68,6 +97,16 @@ impl Store {
             tasks.push(tokio::spawn(server::serve(core, l, async move {
                 let _ = rx.recv().await;
             })));
+        }
+        for l in self.metrics_listeners {
+            let mut rx = tx.subscribe();
+            tasks.push(tokio::spawn(server::serve_metrics(
+                self.core.clone(),
+                l,
+                async move {
+                    let _ = rx.recv().await;
+                },
+            )));
         }
         shutdown.await;
         let _ = tx.send(());

@@ -48,12 +48,20 @@ impl Node {
     /// Proposes a command and waits until it is applied and durable.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<Response> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Proposal { cmd, done }).await.map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(Proposal { cmd, done })
+            .await
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 }
 
-fn apply_loop(applier: Arc<Applier>, publish: Publish, mut rx: mpsc::Receiver<Proposal>, mut index: u64) {
+fn apply_loop(
+    applier: Arc<Applier>,
+    publish: Publish,
+    mut rx: mpsc::Receiver<Proposal>,
+    mut index: u64,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(p) = rx.blocking_recv() {
         group.push(p);
@@ -70,7 +78,10 @@ fn apply_loop(applier: Arc<Applier>, publish: Publish, mut rx: mpsc::Receiver<Pr
             index += 1;
             let r = applier.apply(&p.cmd, &mut batch, &mut events);
             if let Err(e) = &r {
-                assert!(e.is_deterministic(), "non-deterministic error during apply: {e}");
+                assert!(
+                    e.is_deterministic(),
+                    "non-deterministic error during apply: {e}"
+                );
             }
             results.push(r);
         }

@@ -21,6 +21,8 @@ pub enum Command {
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
     Alarm(AlarmRequest),
+    /// A user or role change (`auth.rs`).
+    Auth(crate::auth::AuthCommand),
 }
 
 impl Command {
@@ -33,6 +35,7 @@ impl Command {
             Command::LeaseGrant(r) => (5, r.encode_to_vec()),
             Command::LeaseRevoke(r) => (6, r.encode_to_vec()),
             Command::Alarm(r) => (7, r.encode_to_vec()),
+            Command::Auth(c) => (8, c.encode()),
         };
         let mut v = Vec::with_capacity(1 + body.len());
         v.push(tag);
@@ -41,7 +44,9 @@ impl Command {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Command> {
-        let (tag, body) = buf.split_first().ok_or_else(|| Error::Corrupt("empty command".into()))?;
+        let (tag, body) = buf
+            .split_first()
+            .ok_or_else(|| Error::Corrupt("empty command".into()))?;
         let bad = |e: prost::DecodeError| Error::Corrupt(format!("command tag {tag}: {e}"));
         Ok(match tag {
             1 => Command::Put(PutRequest::decode(body).map_err(bad)?),
@@ -51,6 +56,7 @@ impl Command {
             5 => Command::LeaseGrant(LeaseGrantRequest::decode(body).map_err(bad)?),
             6 => Command::LeaseRevoke(LeaseRevokeRequest::decode(body).map_err(bad)?),
             7 => Command::Alarm(AlarmRequest::decode(body).map_err(bad)?),
+            8 => Command::Auth(crate::auth::AuthCommand::decode(body)?),
             t => return Err(Error::Corrupt(format!("unknown command tag {t}"))),
         })
     }
@@ -67,11 +73,14 @@ impl Command {
 
 fn txn_has_put(t: &TxnRequest) -> bool {
     use keelson_proto::etcdserverpb::request_op::Request;
-    t.success.iter().chain(t.failure.iter()).any(|op| match &op.request {
-        Some(Request::RequestPut(_)) => true,
-        Some(Request::RequestTxn(t)) => txn_has_put(t),
-        _ => false,
-    })
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(t)) => txn_has_put(t),
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -80,7 +89,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let c = Command::Put(PutRequest { key: "a".into(), value: "b".into(), ..Default::default() });
+        let c = Command::Put(PutRequest {
+            key: "a".into(),
+            value: "b".into(),
+            ..Default::default()
+        });
         assert_eq!(Command::decode(&c.encode()).unwrap(), c);
         assert!(c.grows_data());
         assert!(Command::decode(&[]).is_err());

@@ -19,9 +19,9 @@ pub(crate) use txn::check_txn_request;
 use std::sync::Arc;
 
 use keelson_proto::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnResponse,
 };
 
 use crate::alarm::Alarms;
@@ -41,6 +41,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
+    /// An auth change was applied (its response carries only a header).
+    Auth,
 }
 
 pub(crate) struct Applier {
@@ -48,10 +50,14 @@ pub(crate) struct Applier {
     pub(crate) lessor: Arc<Lessor>,
     pub(crate) alarms: Arc<Alarms>,
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) auth: Arc<crate::auth::AuthStore>,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 /// gRPC-level validation of a put (etcd's `checkPutRequest`).
@@ -71,7 +77,10 @@ pub(crate) fn check_put(p: &PutRequest) -> Result<()> {
 impl Applier {
     /// The log index of the last command whose effects are durable in the backend.
     pub(crate) fn consistent_index(&self) -> Result<u64> {
-        match self.backend.get(&keys::meta_key(keys::META_CONSISTENT_INDEX))? {
+        match self
+            .backend
+            .get(&keys::meta_key(keys::META_CONSISTENT_INDEX))?
+        {
             Some(v) => Ok(keys::unframe_i64(&keys::META_CONSISTENT_INDEX, &v)? as u64),
             None => Ok(0),
         }
@@ -118,7 +127,10 @@ impl Applier {
                 for k in doomed {
                     batch.delete(k);
                 }
-                batch.put(keys::meta_key(keys::META_COMPACTED), keys::frame_i64(c.revision));
+                batch.put(
+                    keys::meta_key(keys::META_COMPACTED),
+                    keys::frame_i64(c.revision),
+                );
                 Ok(Response::Compact(CompactionResponse {
                     header: header(self.mvcc.state.read().pending),
                 }))
@@ -146,10 +158,15 @@ impl Applier {
                 }))
             }
             Command::Alarm(a) => Ok(Response::Alarm(self.alarms.apply(a, batch)?)),
+            Command::Auth(c) => self.auth.apply(c, batch).map(|()| Response::Auth),
         }
     }
 
-    fn finish(txn: WriteTxn<'_>, batch: &mut WriteBatch, events: &mut Vec<RevisionEvents>) -> Option<i64> {
+    fn finish(
+        txn: WriteTxn<'_>,
+        batch: &mut WriteBatch,
+        events: &mut Vec<RevisionEvents>,
+    ) -> Option<i64> {
         let ev = txn.finish(batch)?;
         let rev = ev.revision;
         events.push(ev);
@@ -170,14 +187,19 @@ impl Applier {
             _ => p.lease,
         };
         let prev = txn.put(p.key.clone(), value, lease);
-        self.lessor.reattach(&p.key, prev.as_ref().map_or(0, |k| k.lease), lease);
+        self.lessor
+            .reattach(&p.key, prev.as_ref().map_or(0, |k| k.lease), lease);
         Ok(PutResponse {
             header: header(txn.header_revision()),
             prev_kv: if p.prev_kv { prev } else { None },
         })
     }
 
-    pub(crate) fn delete_in(&self, txn: &mut WriteTxn<'_>, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+    pub(crate) fn delete_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        d: &DeleteRangeRequest,
+    ) -> DeleteRangeResponse {
         let deleted = txn.delete_range(&d.key, &d.range_end);
         for kv in &deleted {
             self.lessor.reattach(&kv.key, kv.lease, 0);
@@ -202,7 +224,10 @@ impl Applier {
     /// Makes a group's batch durable: records `index` as applied, writes atomically, fsyncs,
     /// then publishes the new revision to readers. Panics on I/O failure (see module docs).
     pub(crate) fn commit(&self, index: u64, mut batch: WriteBatch) {
-        batch.put(keys::meta_key(keys::META_CONSISTENT_INDEX), keys::frame_i64(index as i64));
+        batch.put(
+            keys::meta_key(keys::META_CONSISTENT_INDEX),
+            keys::frame_i64(index as i64),
+        );
         if let Err(e) = self.backend.write(batch).and_then(|_| self.backend.flush()) {
             panic!("keelson: cannot make applied state durable, stopping: {e}");
         }

@@ -80,7 +80,13 @@ fn compare_to_path(txn: &WriteTxn<'_>, r: &TxnRequest, path: &mut Vec<bool>) {
 
 impl Applier {
     /// Checks the ops on the chosen path before anything is written (etcd's `checkRequests`).
-    fn check_path(&self, txn: &WriteTxn<'_>, r: &TxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
+    fn check_path(
+        &self,
+        txn: &WriteTxn<'_>,
+        r: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<()> {
         let ok = path[*at];
         *at += 1;
         let ops = if ok { &r.success } else { &r.failure };
@@ -111,7 +117,13 @@ impl Applier {
         Ok(())
     }
 
-    fn exec_path(&self, txn: &mut WriteTxn<'_>, r: &TxnRequest, path: &[bool], at: &mut usize) -> Result<TxnResponse> {
+    fn exec_path(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        r: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<TxnResponse> {
         let ok = path[*at];
         *at += 1;
         let ops: &[RequestOp] = if ok { &r.success } else { &r.failure };
@@ -128,10 +140,14 @@ impl Applier {
                 }
                 None => return Err(Error::KeyNotFound),
             };
-            responses.push(ResponseOp { response: Some(resp) });
+            responses.push(ResponseOp {
+                response: Some(resp),
+            });
         }
+        // A nested txn's response carries an empty header, as etcd's `newTxnResp` leaves it;
+        // only the outermost one gets the revision (`apply_txn`).
         Ok(TxnResponse {
-            header: Some(ResponseHeader { revision: txn.header_revision(), ..Default::default() }),
+            header: Some(ResponseHeader::default()),
             succeeded: ok,
             responses,
         })
@@ -142,7 +158,12 @@ impl Applier {
         let mut path = Vec::new();
         compare_to_path(txn, r, &mut path);
         self.check_path(txn, r, &path, &mut 0)?;
-        self.exec_path(txn, r, &path, &mut 0)
+        let mut resp = self.exec_path(txn, r, &path, &mut 0)?;
+        resp.header = Some(ResponseHeader {
+            revision: txn.header_revision(),
+            ..Default::default()
+        });
+        Ok(resp)
     }
 }
 
@@ -167,7 +188,9 @@ fn check_txn_ops(r: &TxnRequest, max_ops: usize) -> Result<()> {
         match &op.request {
             Some(Request::RequestRange(q)) if q.key.is_empty() => return Err(Error::EmptyKey),
             Some(Request::RequestPut(p)) => super::check_put(p)?,
-            Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => return Err(Error::EmptyKey),
+            Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                return Err(Error::EmptyKey)
+            }
             Some(Request::RequestTxn(t)) => check_txn_ops(t, max_ops.saturating_sub(opc))?,
             None => return Err(Error::KeyNotFound),
             _ => {}
@@ -199,15 +222,18 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(std::collections::HashSet<Vec<u
     let mut dels: Vec<Del> = ops
         .iter()
         .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => {
-                Some(Del { key: d.key.to_vec(), end: d.range_end.to_vec() })
-            }
+            Some(Request::RequestDeleteRange(d)) => Some(Del {
+                key: d.key.to_vec(),
+                end: d.range_end.to_vec(),
+            }),
             _ => None,
         })
         .collect();
     let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else { continue };
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
         for k in &puts_then {
@@ -229,7 +255,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(std::collections::HashSet<Vec<u
         dels.extend(dels_else);
     }
     for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else { continue };
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
         let k = p.key.to_vec();
         if puts.contains(&k) || dels.iter().any(|d| d.covers(&k)) {
             return Err(Error::DuplicateKey);
@@ -245,7 +273,12 @@ mod tests {
     use keelson_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
 
     fn put(k: &str) -> RequestOp {
-        RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.to_string().into(), ..Default::default() })) }
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.to_string().into(),
+                ..Default::default()
+            })),
+        }
     }
     fn del(k: &str, end: &str) -> RequestOp {
         RequestOp {
@@ -257,28 +290,65 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
-        RequestOp { request: Some(Request::RequestTxn(TxnRequest { compare: vec![], success, failure })) }
+        RequestOp {
+            request: Some(Request::RequestTxn(TxnRequest {
+                compare: vec![],
+                success,
+                failure,
+            })),
+        }
     }
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let ok = |ops: Vec<RequestOp>| check_txn_request(&TxnRequest { compare: vec![], success: ops, failure: vec![] }, 128);
+        let ok = |ops: Vec<RequestOp>| {
+            check_txn_request(
+                &TxnRequest {
+                    compare: vec![],
+                    success: ops,
+                    failure: vec![],
+                },
+                128,
+            )
+        };
         assert_eq!(ok(vec![put("a"), put("a")]), Err(Error::DuplicateKey));
         assert_eq!(ok(vec![del("a", "c"), put("b")]), Err(Error::DuplicateKey));
         assert_eq!(ok(vec![del("a", ""), put("a")]), Err(Error::DuplicateKey));
         assert_eq!(ok(vec![del("a", "c"), put("c")]), Ok(()));
-        assert_eq!(ok(vec![put("a"), txn(vec![put("a")], vec![])]), Err(Error::DuplicateKey));
-        assert_eq!(ok(vec![txn(vec![put("a")], vec![put("a")])]), Ok(()), "then/else are exclusive");
-        assert_eq!(ok(vec![del("a", "z"), txn(vec![put("b")], vec![])]), Err(Error::DuplicateKey));
+        assert_eq!(
+            ok(vec![put("a"), txn(vec![put("a")], vec![])]),
+            Err(Error::DuplicateKey)
+        );
+        assert_eq!(
+            ok(vec![txn(vec![put("a")], vec![put("a")])]),
+            Ok(()),
+            "then/else are exclusive"
+        );
+        assert_eq!(
+            ok(vec![del("a", "z"), txn(vec![put("b")], vec![])]),
+            Err(Error::DuplicateKey)
+        );
     }
 
     #[test]
     fn too_many_ops_and_empty_keys() {
-        let many = TxnRequest { compare: vec![], success: (0..129).map(|i| put(&i.to_string())).collect(), failure: vec![] };
+        let many = TxnRequest {
+            compare: vec![],
+            success: (0..129).map(|i| put(&i.to_string())).collect(),
+            failure: vec![],
+        };
         assert_eq!(check_txn_request(&many, 128), Err(Error::TooManyOps));
-        let empty = TxnRequest { compare: vec![], success: vec![put("")], failure: vec![] };
+        let empty = TxnRequest {
+            compare: vec![],
+            success: vec![put("")],
+            failure: vec![],
+        };
         assert_eq!(check_txn_request(&empty, 128), Err(Error::EmptyKey));
-        let none = TxnRequest { compare: vec![], success: vec![RequestOp { request: None }], failure: vec![] };
+        let none = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp { request: None }],
+            failure: vec![],
+        };
         assert_eq!(check_txn_request(&none, 128), Err(Error::KeyNotFound));
     }
 }

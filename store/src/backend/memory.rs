@@ -73,7 +73,11 @@ impl Backend for MemBackend {
     }
 
     fn size_in_use(&self) -> u64 {
-        self.map.read().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        self.map
+            .read()
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 
     fn defragment(&self) -> Result<()> {

@@ -81,7 +81,13 @@ mod tests {
         b.flush().unwrap();
         assert_eq!(b.get(b"b").unwrap(), Some(b"2".to_vec()));
         let got: Vec<Pair> = b.scan(b"a", b"c").map(|r| r.unwrap()).collect();
-        assert_eq!(got, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
         let mut batch = WriteBatch::default();
         batch.delete(b"a".to_vec());
         batch.put(b"b".to_vec(), b"20".to_vec());

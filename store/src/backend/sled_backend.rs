@@ -18,6 +18,9 @@ pub struct SledBackend {
     db: sled::Db,
     dir: PathBuf,
     in_use: AtomicU64,
+    /// sled's file sizes as of the last flush: `size()` is asked on every write (quota), so it
+    /// must not walk the directory each time.
+    on_disk: AtomicU64,
 }
 
 impl SledBackend {
@@ -35,7 +38,13 @@ impl SledBackend {
             let (k, v) = item?;
             in_use += (k.len() + v.len()) as u64;
         }
-        Ok(SledBackend { db, dir: dir.to_path_buf(), in_use: AtomicU64::new(in_use) })
+        let on_disk = db.size_on_disk().unwrap_or_else(|_| dir_size(dir));
+        Ok(SledBackend {
+            db,
+            dir: dir.to_path_buf(),
+            in_use: AtomicU64::new(in_use),
+            on_disk: AtomicU64::new(on_disk),
+        })
     }
 }
 
@@ -48,11 +57,10 @@ impl Backend for SledBackend {
         if start >= end {
             return Box::new(std::iter::empty());
         }
-        Box::new(
-            self.db
-                .range(start.to_vec()..end.to_vec())
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from)),
-        )
+        Box::new(self.db.range(start.to_vec()..end.to_vec()).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(Error::from)
+        }))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -75,18 +83,25 @@ impl Backend for SledBackend {
         if delta >= 0 {
             self.in_use.fetch_add(delta as u64, Ordering::Relaxed);
         } else {
-            self.in_use.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            self.in_use
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        let on_disk = self
+            .db
+            .size_on_disk()
+            .unwrap_or_else(|_| dir_size(&self.dir));
+        self.on_disk.store(on_disk, Ordering::Relaxed);
         Ok(())
     }
 
     fn size(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or_else(|_| dir_size(&self.dir))
+        // sled's files can lag the data it holds in memory; the space in use is a floor.
+        self.on_disk.load(Ordering::Relaxed).max(self.size_in_use())
     }
 
     fn size_in_use(&self) -> u64 {

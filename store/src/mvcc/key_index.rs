@@ -41,21 +41,29 @@ pub(crate) struct KeyIndex {
 
 impl Default for KeyIndex {
     fn default() -> Self {
-        KeyIndex { generations: vec![Generation::default()] }
+        KeyIndex {
+            generations: vec![Generation::default()],
+        }
     }
 }
 
 impl KeyIndex {
     /// Records a put at `rev`.
     pub(crate) fn put(&mut self, rev: Revision, kv: KeyValue) {
-        let g = self.generations.last_mut().expect("a key index always has a generation");
+        let g = self
+            .generations
+            .last_mut()
+            .expect("a key index always has a generation");
         g.revs.push(Version { rev, kv: Some(kv) });
     }
 
     /// Records a delete at `rev` and opens a new, empty generation. Returns false (and records
     /// nothing) if the key is not live.
     pub(crate) fn tombstone(&mut self, rev: Revision) -> bool {
-        let g = self.generations.last_mut().expect("a key index always has a generation");
+        let g = self
+            .generations
+            .last_mut()
+            .expect("a key index always has a generation");
         if g.is_empty() {
             return false;
         }
@@ -73,12 +81,19 @@ impl KeyIndex {
     /// that had not been ended by then. `None` if the key did not exist at `at`.
     pub(crate) fn get(&self, at: i64) -> Option<&KeyValue> {
         let g = self.find_generation(at)?;
-        g.revs.iter().rev().find(|v| v.rev.main <= at).and_then(|v| v.kv.as_ref())
+        g.revs
+            .iter()
+            .rev()
+            .find(|v| v.rev.main <= at)
+            .and_then(|v| v.kv.as_ref())
     }
 
     /// The live version, ignoring revisions (the newest put of the last generation).
     pub(crate) fn latest(&self) -> Option<&KeyValue> {
-        self.generations.last().and_then(|g| g.revs.last()).and_then(|v| v.kv.as_ref())
+        self.generations
+            .last()
+            .and_then(|g| g.revs.last())
+            .and_then(|v| v.kv.as_ref())
     }
 
     fn find_generation(&self, at: i64) -> Option<&Generation> {
@@ -102,7 +117,10 @@ impl KeyIndex {
 
     /// All versions with main revision in `(after, ..]`, oldest first (tombstones included).
     pub(crate) fn versions_since(&self, after: i64) -> impl Iterator<Item = &Version> {
-        self.generations.iter().flat_map(|g| g.revs.iter()).filter(move |v| v.rev.main > after)
+        self.generations
+            .iter()
+            .flat_map(|g| g.revs.iter())
+            .filter(move |v| v.rev.main > after)
     }
 
     /// Compacts the history at `at` (etcd's `keyIndex.compact`): pushes every dropped revision
@@ -113,7 +131,12 @@ impl KeyIndex {
         // the live one.
         let mut gi = 0;
         while gi < last {
-            let tomb = self.generations[gi].revs.last().expect("ended generation").rev.main;
+            let tomb = self.generations[gi]
+                .revs
+                .last()
+                .expect("ended generation")
+                .rev
+                .main;
             if tomb > at {
                 break;
             }
@@ -153,7 +176,11 @@ mod tests {
     }
 
     fn kv(main: i64) -> KeyValue {
-        KeyValue { key: b"k".to_vec().into(), mod_revision: main, ..Default::default() }
+        KeyValue {
+            key: b"k".to_vec().into(),
+            mod_revision: main,
+            ..Default::default()
+        }
     }
 
     fn mains(d: &[(Revision, bool)]) -> Vec<i64> {
@@ -183,7 +210,10 @@ mod tests {
         assert_eq!(ki.get(9).unwrap().mod_revision, 8);
         assert!(ki.get(12).is_none());
         assert!(ki.latest().is_none());
-        assert!(!ki.clone().tombstone(rev(13)), "a deleted key cannot be deleted again");
+        assert!(
+            !ki.clone().tombstone(rev(13)),
+            "a deleted key cannot be deleted again"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod read;
 mod write;
 
 pub(crate) use key_index::KeyIndex;
-pub(crate) use read::{RangeOptions, RangeResult};
+pub(crate) use read::RangeResult;
 pub(crate) use write::WriteTxn;
 
 use std::collections::BTreeMap;
@@ -57,7 +57,8 @@ pub(crate) struct State {
     pub(crate) current: i64,
     /// The newest revision applied by the writer (>= current).
     pub(crate) pending: i64,
-    /// The revision history was compacted at (0 if never).
+    /// The revision history was compacted at; -1 if never (as etcd's `compactMainRev`, so that
+    /// compacting at 0 on a fresh store succeeds as it does in etcd).
     pub(crate) compacted: i64,
 }
 
@@ -88,18 +89,25 @@ impl Mvcc {
                 ki.put(rev, kv);
             }
         }
-        let meta = |name: &str| -> Result<i64> {
+        let meta = |name: &str, absent: i64| -> Result<i64> {
             match backend.get(&keys::meta_key(name))? {
                 Some(v) => keys::unframe_i64(&name, &v),
-                None => Ok(0),
+                None => Ok(absent),
             }
         };
-        let compacted = meta(keys::META_COMPACTED)?;
+        let compacted = meta(keys::META_COMPACTED, -1)?;
         // A compaction can delete every record of the newest revisions' keys' history only if
         // they were tombstones at or below the compacted revision, so the stored current
         // revision is authoritative when present.
-        current = current.max(meta(keys::META_CURRENT_REV)?).max(compacted);
-        Ok(Mvcc { state: RwLock::new(State { tree, current, pending: current, compacted }) })
+        current = current.max(meta(keys::META_CURRENT_REV, 0)?).max(compacted);
+        Ok(Mvcc {
+            state: RwLock::new(State {
+                tree,
+                current,
+                pending: current,
+                compacted,
+            }),
+        })
     }
 
     /// The newest visible revision.
@@ -107,7 +115,7 @@ impl Mvcc {
         self.state.read().current
     }
 
-    /// The revision history was compacted at.
+    /// The revision history was compacted at (-1 if never).
     pub(crate) fn compacted_revision(&self) -> i64 {
         self.state.read().compacted
     }
@@ -140,19 +148,30 @@ impl Mvcc {
             !ki.is_empty()
         });
         s.compacted = rev;
-        Ok(dropped.into_iter().map(|(r, t)| keys::rev_key(r, t)).collect())
+        Ok(dropped
+            .into_iter()
+            .map(|(r, t)| keys::rev_key(r, t))
+            .collect())
     }
 }
 
 /// Builds the watch event for a stored version.
 pub(crate) fn put_event(kv: KeyValue, prev: Option<KeyValue>) -> Event {
-    Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev }
+    Event {
+        r#type: EventType::Put as i32,
+        kv: Some(kv),
+        prev_kv: prev,
+    }
 }
 
 pub(crate) fn delete_event(key: Bytes, rev: i64, prev: Option<KeyValue>) -> Event {
     Event {
         r#type: EventType::Delete as i32,
-        kv: Some(KeyValue { key, mod_revision: rev, ..Default::default() }),
+        kv: Some(KeyValue {
+            key,
+            mod_revision: rev,
+            ..Default::default()
+        }),
         prev_kv: prev,
     }
 }

@@ -65,7 +65,11 @@ impl State {
             let _ = h;
             return Box::new(self.tree.get(l).and_then(|ki| ki.get(at)).into_iter());
         }
-        Box::new(self.tree.range((lo, hi)).filter_map(move |(_, ki)| ki.get(at)))
+        Box::new(
+            self.tree
+                .range((lo, hi))
+                .filter_map(move |(_, ki)| ki.get(at)),
+        )
     }
 
     /// Resolves a requested revision against `newest` (the reader's head) and the compaction.
@@ -96,7 +100,11 @@ impl State {
                 kvs.push(kv.clone());
             }
         }
-        RangeResult { kvs, more: false, count }
+        RangeResult {
+            kvs,
+            more: false,
+            count,
+        }
     }
 
     /// etcd's `applyRange` at head revision `newest`.
@@ -108,7 +116,11 @@ impl State {
             || r.max_create_revision != 0;
         let sort_order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
         let sort_target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
-        let mut limit = if sort_order != SortOrder::None || filtered { 0 } else { r.limit.max(0) };
+        let mut limit = if sort_order != SortOrder::None || filtered {
+            0
+        } else {
+            r.limit.max(0)
+        };
         if limit > 0 {
             limit += 1;
         }
@@ -116,7 +128,10 @@ impl State {
             &r.key,
             &r.range_end,
             at,
-            RangeOptions { limit: limit as usize, count_only: r.count_only },
+            RangeOptions {
+                limit: limit as usize,
+                count_only: r.count_only,
+            },
         );
         if filtered {
             rr.kvs.retain(|kv| {
@@ -142,7 +157,8 @@ impl State {
                 SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
                 SortTarget::Value => a.value.cmp(&b.value),
             };
-            rr.kvs.sort_by(|a, b| if desc { cmp(b, a) } else { cmp(a, b) });
+            rr.kvs
+                .sort_by(|a, b| if desc { cmp(b, a) } else { cmp(a, b) });
         }
         if r.limit > 0 && rr.kvs.len() > r.limit as usize {
             rr.kvs.truncate(r.limit as usize);

@@ -26,7 +26,11 @@ pub(crate) struct WriteTxn<'a> {
 impl<'a> WriteTxn<'a> {
     pub(crate) fn new(state: RwLockWriteGuard<'a, State>) -> Self {
         let begin = state.pending;
-        WriteTxn { state, begin, events: Vec::new() }
+        WriteTxn {
+            state,
+            begin,
+            events: Vec::new(),
+        }
     }
 
     /// The revision reads inside this txn see.
@@ -39,7 +43,10 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn next_rev(&self) -> Revision {
-        Revision { main: self.begin + 1, sub: self.events.len() as i64 }
+        Revision {
+            main: self.begin + 1,
+            sub: self.events.len() as i64,
+        }
     }
 
     /// The revision this txn started from (compares are evaluated here).
@@ -60,7 +67,10 @@ impl<'a> WriteTxn<'a> {
 
     /// Live key/values in `[key, range_end)` as this txn sees them.
     pub(crate) fn live(&self, key: &[u8], range_end: &[u8]) -> Vec<KeyValue> {
-        self.state.live_at(key, range_end, self.read_rev()).cloned().collect()
+        self.state
+            .live_at(key, range_end, self.read_rev())
+            .cloned()
+            .collect()
     }
 
     /// A Range inside the txn (etcd applies it at the txn's read revision).
@@ -99,10 +109,15 @@ impl<'a> WriteTxn<'a> {
         let doomed = self.live(key, range_end);
         for prev in &doomed {
             let rev = self.next_rev();
-            let ki = self.state.tree.get_mut(&prev.key).expect("live key is in the tree");
+            let ki = self
+                .state
+                .tree
+                .get_mut(&prev.key)
+                .expect("live key is in the tree");
             let done = ki.tombstone(rev);
             debug_assert!(done);
-            self.events.push(delete_event(prev.key.clone(), rev.main, Some(prev.clone())));
+            self.events
+                .push(delete_event(prev.key.clone(), rev.main, Some(prev.clone())));
         }
         doomed
     }
@@ -115,14 +130,26 @@ impl<'a> WriteTxn<'a> {
         }
         let main = self.begin + 1;
         for (sub, ev) in self.events.iter().enumerate() {
-            let rev = Revision { main, sub: sub as i64 };
+            let rev = Revision {
+                main,
+                sub: sub as i64,
+            };
             let kv = ev.kv.as_ref().expect("events carry a kv");
             let tombstone = ev.r#type == keelson_proto::mvccpb::event::EventType::Delete as i32;
-            batch.put(keys::rev_key(rev, tombstone), keys::frame(&kv.encode_to_vec()));
+            batch.put(
+                keys::rev_key(rev, tombstone),
+                keys::frame(&kv.encode_to_vec()),
+            );
         }
-        batch.put(keys::meta_key(keys::META_CURRENT_REV), keys::frame_i64(main));
+        batch.put(
+            keys::meta_key(keys::META_CURRENT_REV),
+            keys::frame_i64(main),
+        );
         self.state.pending = main;
-        Some(RevisionEvents { revision: main, events: std::mem::take(&mut self.events) })
+        Some(RevisionEvents {
+            revision: main,
+            events: std::mem::take(&mut self.events),
+        })
     }
 }
 
@@ -131,7 +158,10 @@ impl Drop for WriteTxn<'_> {
         // A txn dropped with changes (an apply panicking half way) must not leave them behind
         // unaccounted: the member is going down anyway, so make it loud.
         if !self.events.is_empty() && !std::thread::panicking() {
-            panic!("WriteTxn dropped with {} unfinished changes", self.events.len());
+            panic!(
+                "WriteTxn dropped with {} unfinished changes",
+                self.events.len()
+            );
         }
     }
 }

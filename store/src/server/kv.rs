@@ -27,11 +27,17 @@ impl KvService {
         if r.key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        self.core.metrics.record_range();
         let st = self.core.mvcc.state.read();
         let current = st.current;
         let rr = st.range(r, current)?;
         drop(st);
-        Ok(RangeResponse { header: self.core.header(current), kvs: rr.kvs, more: rr.more, count: rr.count })
+        Ok(RangeResponse {
+            header: self.core.header(current),
+            kvs: rr.kvs,
+            more: rr.more,
+            count: rr.count,
+        })
     }
 }
 
@@ -53,7 +59,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = req.into_inner();
         if r.key.is_empty() {
             return Err(Error::EmptyKey.into());
@@ -79,7 +88,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let r = req.into_inner();
         match self.core.propose(Command::Compact(r)).await? {
             Applied::Compact(mut resp) => {

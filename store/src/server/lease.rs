@@ -8,8 +8,8 @@ use futures::Stream;
 use keelson_proto::etcdserverpb::lease_server::Lease;
 use keelson_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -27,11 +27,14 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut r = req.into_inner();
         if r.id == 0 {
             // Chosen before proposing so apply stays deterministic; positive, as etcd's are.
-            r.id = (rand::random::<u64>() >> 1) as i64;
+            r.id = (self.core.next_id() & (i64::MAX as u64)) as i64;
         }
         match self.core.propose(Command::LeaseGrant(r)).await? {
             Applied::LeaseGrant(mut resp) => {
@@ -42,8 +45,15 @@ impl Lease for LeaseService {
         }
     }
 
-    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        match self.core.propose(Command::LeaseRevoke(req.into_inner())).await? {
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self
+            .core
+            .propose(Command::LeaseRevoke(req.into_inner()))
+            .await?
+        {
             Applied::LeaseRevoke(mut resp) => {
                 self.core.fill(&mut resp.header);
                 Ok(Response::new(resp))
@@ -75,7 +85,11 @@ impl Lease for LeaseService {
                         return;
                     }
                 };
-                let resp = LeaseKeepAliveResponse { header: core.header(0), id: r.id, ttl };
+                let resp = LeaseKeepAliveResponse {
+                    header: core.header(0),
+                    id: r.id,
+                    ttl,
+                };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
@@ -108,9 +122,21 @@ impl Lease for LeaseService {
         Ok(Response::new(resp))
     }
 
-    async fn lease_leases(&self, _req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let leases = self.core.lessor.leases().into_iter().map(|id| LeaseStatus { id }).collect();
-        Ok(Response::new(LeaseLeasesResponse { header: self.core.header(0), leases }))
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .core
+            .lessor
+            .leases()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.core.header(0),
+            leases,
+        }))
     }
 }
 

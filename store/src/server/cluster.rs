@@ -1,0 +1,167 @@
+//! The Cluster service for a single member.
+//!
+//! MemberList describes this member as etcd does: its ID, name, peer URLs
+//! (`--initial-advertise-peer-urls`) and client URLs (`--advertise-client-urls`). Response
+//! headers carry no revision, as etcd's cluster server leaves it out.
+//!
+//! Deferred until replication lands (membership changes become log entries then):
+//! - MemberAdd of a new member answers etcd's strict-reconfiguration refusal ("not enough
+//!   started members"): the member could never be started. Invalid URLs and URLs already
+//!   used answer what etcd answers.
+//! - MemberRemove of this member answers the same refusal, as etcd's strict reconfiguration
+//!   check does for the last voting member.
+//! - MemberUpdate of this member succeeds only when the peer URLs are unchanged (this
+//!   member's identity comes from its flags); a change answers Unimplemented.
+//! - MemberPromote of this member answers "can only promote a learner member".
+//!
+//! Any other member ID answers "member not found".
+
+use std::sync::Arc;
+
+use keelson_proto::etcdserverpb::cluster_server::Cluster;
+use keelson_proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
+};
+use tonic::{Request, Response, Status};
+
+use crate::core::Core;
+use crate::error::{Error, Result};
+
+pub(crate) struct ClusterService {
+    pub(crate) core: Arc<Core>,
+}
+
+impl ClusterService {
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.core.cluster_id,
+            member_id: self.core.member_id,
+            revision: 0,
+            raft_term: 2,
+        })
+    }
+
+    fn me(&self) -> Member {
+        let cfg = &self.core.cfg;
+        Member {
+            id: self.core.member_id,
+            name: cfg.name.clone(),
+            peer_ur_ls: cfg.initial_advertise_peer_urls.clone(),
+            client_ur_ls: cfg.advertise_client_urls.clone(),
+            is_learner: false,
+        }
+    }
+
+    fn find(&self, id: u64) -> Result<Member> {
+        if id == self.core.member_id {
+            Ok(self.me())
+        } else {
+            Err(Error::MemberNotFound)
+        }
+    }
+}
+
+/// etcd's `types.NewURLs` check: a non-empty list of scheme://host:port URLs with no path.
+pub(crate) fn check_urls(urls: &[String]) -> Result<()> {
+    if urls.is_empty() {
+        return Err(Error::MemberBadUrls);
+    }
+    for u in urls {
+        let rest = ["http://", "https://", "unix://", "unixs://"]
+            .iter()
+            .find_map(|s| u.strip_prefix(s))
+            .ok_or(Error::MemberBadUrls)?;
+        let (host, port) = rest.rsplit_once(':').ok_or(Error::MemberBadUrls)?;
+        if host.is_empty() || port.is_empty() || port.contains('/') || port.parse::<u16>().is_err()
+        {
+            return Err(Error::MemberBadUrls);
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let r = req.into_inner();
+        check_urls(&r.peer_ur_ls)?;
+        let mine = &self.core.cfg.initial_advertise_peer_urls;
+        if r.peer_ur_ls.iter().any(|u| mine.contains(u)) {
+            return Err(Error::PeerUrlExists.into());
+        }
+        Err(Error::MemberNotEnoughStarted.into())
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.find(req.into_inner().id)?;
+        Err(Error::MemberNotEnoughStarted.into())
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let r = req.into_inner();
+        check_urls(&r.peer_ur_ls)?;
+        let me = self.find(r.id)?;
+        let (mut want, mut have) = (r.peer_ur_ls.clone(), me.peer_ur_ls.clone());
+        want.sort();
+        have.sort();
+        if want != have {
+            return Err(Status::unimplemented(
+                "keelson: changing a member's peer URLs is not supported before replication",
+            ));
+        }
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: vec![me],
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(MemberListResponse {
+            header: self.header(),
+            members: vec![self.me()],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.find(req.into_inner().id)?;
+        Err(Error::MemberNotLearner.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_like_etcd() {
+        assert!(check_urls(&["http://127.0.0.1:2380".into()]).is_ok());
+        assert!(check_urls(&["https://host:1".into(), "unix://sock:0".into()]).is_ok());
+        assert_eq!(check_urls(&[]), Err(Error::MemberBadUrls));
+        assert_eq!(check_urls(&["foo".into()]), Err(Error::MemberBadUrls));
+        assert_eq!(
+            check_urls(&["http://host".into()]),
+            Err(Error::MemberBadUrls)
+        );
+        assert_eq!(
+            check_urls(&["http://host:1/path".into()]),
+            Err(Error::MemberBadUrls)
+        );
+    }
+}
