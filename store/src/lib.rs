@@ -44,6 +44,9 @@ pub use error::{Error, Result};
 pub use mvcc::Revision;
 pub use snapshot::{restore_snapshot, RestoreOptions, RestoreSummary};
 
+/// How long shutdown waits for open client streams before closing them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running member.
 pub struct Store {
     core: Arc<core::Core>,
@@ -110,9 +113,26 @@ impl Store {
         }
         shutdown.await;
         let _ = tx.send(());
-        for t in tasks {
-            t.await.map_err(|e| Error::Io(e.to_string()))??;
+        // Graceful first: in-flight requests finish and open streams are told to stop. A client
+        // that keeps a stream open (a lease keep-alive, a watch) must not hold the member up
+        // forever, so after the grace period whatever is left is aborted and its connections
+        // dropped, as etcd force-closes after its own grace period.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut result = Ok(());
+        for mut t in tasks {
+            match tokio::time::timeout_at(deadline, &mut t).await {
+                Ok(joined) => {
+                    let r = joined.map_err(|e| Error::Io(e.to_string())).and_then(|r| r);
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+                    t.abort();
+                }
+            }
         }
-        Ok(())
+        result
     }
 }

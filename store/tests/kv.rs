@@ -410,10 +410,13 @@ async fn lease_grant_keepalive_timetolive_leases_revoke() {
     let t = c.lease_time_to_live(0x5555, None).await.unwrap();
     assert_eq!(t.ttl(), -1, "an unknown lease has TTL -1, not an error");
 
-    let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
-    keeper.keep_alive().await.unwrap();
-    let k = stream.message().await.unwrap().expect("a keepalive answer");
-    assert_eq!((k.id(), k.ttl()), (id, 60));
+    {
+        // Scoped: an open keepalive stream would hold the server's graceful shutdown.
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
+        keeper.keep_alive().await.unwrap();
+        let k = stream.message().await.unwrap().expect("a keepalive answer");
+        assert_eq!((k.id(), k.ttl()), (id, 60));
+    }
     // The server answers a keepalive of an unknown lease with TTL 0 (not an error); the
     // client turns that first answer into this error.
     match c.lease_keep_alive(0x5555).await {
@@ -499,4 +502,26 @@ async fn an_expired_lease_deletes_its_keys() {
     );
     assert_eq!(c.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
     s.stop().await;
+}
+
+/// etcd stops its gRPC server gracefully but force-closes streams still open after its request
+/// timeout (`embed/serve.go` stopServers: GracefulStop, then Stop after ~7 s), so a client
+/// holding a watch or keepalive stream cannot keep a member from shutting down.
+#[tokio::test]
+async fn shutdown_does_not_wait_forever_for_open_streams() {
+    let mut s = Server::start().await;
+    let id = s.client.lease_grant(60, None).await.unwrap().id();
+    let (_keeper, _stream) = s.client.lease_keep_alive(id).await.unwrap();
+    let Server {
+        client: _client,
+        shutdown,
+        task,
+    } = s;
+    let _ = shutdown.send(());
+    match tokio::time::timeout(Duration::from_secs(15), task).await {
+        Ok(r) => r.expect("serve task").expect("serve returns Ok"),
+        Err(_) => {
+            panic!("serve still running 15 s after shutdown while a keepalive stream is open")
+        }
+    }
 }
