@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "protos/rpc.proto",
     "protos/v3election.proto",
     "protos/v3lock.proto",
+    "protos/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -169,7 +169,7 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         let value = format!("v{cycle}.{w}.{seq}");
-        let (keys, r) = if seq % txn_every == 0 {
+        let (keys, r) = if seq.is_multiple_of(txn_every) {
             let keys: Vec<String> = (0..3)
                 .map(|i| format!("t/{cycle:03}/{w}/{seq:06}/{i}"))
                 .collect();

@@ -34,9 +34,12 @@ impl Conns {
                 .with_context(|| format!("endpoint {url}"))?
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
-                // Like grpc-go's BDP estimation: large responses (prefix ranges, watch
-                // catch-up) are not throttled by a fixed 64 KiB window.
-                .http2_adaptive_window(true)
+                // Large fixed windows, so big responses (prefix ranges, watch catch-up) are not
+                // throttled by HTTP/2's 64 KiB default. Not hyper's adaptive window: its BDP
+                // pings make etcd 3.4 (grpc-go) close the connection (too many pings) under
+                // watch load, which failed every etcd watch run.
+                .initial_stream_window_size(2 << 20)
+                .initial_connection_window_size(16 << 20)
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {url}"))?;

@@ -74,6 +74,12 @@ pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
 
+/// Keelson's member-to-member raft transport (`raft.proto`): not part of etcd's API.
+#[allow(clippy::all, missing_docs)]
+pub mod keelsonraftpb {
+    tonic::include_proto!("keelsonraftpb");
+}
+
 /// Encoded `FileDescriptorSet` of all the protos above, e.g. for gRPC server
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("etcd_descriptor");

@@ -41,11 +41,15 @@
 mod log;
 #[cfg(test)]
 mod mem_store;
+mod network;
 mod outcome;
+mod peer_service;
 mod state_machine;
 mod types;
 
 pub use log::{LogError, LogReader, LogStore, DEFAULT_SEGMENT_BYTES};
+pub use network::{PeerClient, PeerConfig, PeerNetwork};
+pub use peer_service::{serve_peers, PeerService};
 pub use state_machine::{AppliedState, Apply, SnapshotBuilder, StateMachine};
 pub use types::{
     Entry, LogId, Member, Membership, Outcome, Proposal, StoredMembership, TypeConfig, Vote,

@@ -30,6 +30,11 @@ impl Alarms {
         })
     }
 
+    /// Takes `fresh`'s alarms in place (a restore), so every holder sees them.
+    pub(crate) fn replace(&self, fresh: Alarms) {
+        *self.set.write() = fresh.set.into_inner();
+    }
+
     pub(crate) fn list(&self) -> Vec<AlarmMember> {
         self.set
             .read()

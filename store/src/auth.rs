@@ -128,6 +128,12 @@ impl AuthStore {
         })
     }
 
+    /// Takes `fresh`'s users, roles and revision in place (a restore), so every holder of this
+    /// store sees them.
+    pub(crate) fn replace(&self, fresh: AuthStore) {
+        *self.state.write() = fresh.state.into_inner();
+    }
+
     /// The auth revision: the number of auth changes applied.
     pub(crate) fn revision(&self) -> u64 {
         self.state.read().revision

@@ -1,6 +1,12 @@
 //! `Core`: everything a member's services share, opened once at start.
+//!
+//! Writes go through the member's proposer ([`Propose`]): the single member's [`Node`] by
+//! default, or the raft crate's, installed once before serving (`Store::open_replicated`).
+//! Either way they are applied by the core's one [`Writer`]. The MVCC index, lessor, alarms and
+//! auth store are shared as `Arc`s with the services and the watch hub; a restore
+//! (`replica.rs`) replaces their contents in place, so every holder sees the new state.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use keelson_proto::etcdserverpb::alarm_request::AlarmAction;
@@ -8,13 +14,13 @@ use keelson_proto::etcdserverpb::{AlarmRequest, AlarmType, LeaseRevokeRequest, R
 use prost::Message;
 
 use crate::alarm::Alarms;
-use crate::apply::{Applier, Command, Response};
+use crate::apply::{Applier, Command, Response, Writer};
 use crate::backend::{Backend, MemBackend, SledBackend};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
-use crate::node::Node;
+use crate::node::{Node, NotStarted, Propose};
 use crate::watch::WatchHub;
 
 pub(crate) struct Core {
@@ -24,7 +30,10 @@ pub(crate) struct Core {
     pub(crate) lessor: Arc<Lessor>,
     pub(crate) alarms: Arc<Alarms>,
     pub(crate) hub: Arc<WatchHub>,
-    pub(crate) node: Node,
+    /// The one writer: every group of commands and every restore goes through it.
+    pub(crate) writer: Arc<Writer>,
+    /// Set once, before serving.
+    proposer: OnceLock<Arc<dyn Propose>>,
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
@@ -37,17 +46,32 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Opens a single member: its data dir's backend (memory without one) and its [`Node`].
     pub(crate) fn open(cfg: StoreConfig) -> Result<Arc<Core>> {
-        let backend: Arc<dyn Backend> = match &cfg.data_dir {
+        let backend = Self::open_backend(&cfg)?;
+        Self::open_with(cfg, backend)
+    }
+
+    /// The backend of `cfg`'s data dir, or a memory backend without one.
+    pub(crate) fn open_backend(cfg: &StoreConfig) -> Result<Arc<dyn Backend>> {
+        Ok(match &cfg.data_dir {
             Some(dir) => Arc::new(SledBackend::open(
                 &dir.join("member").join("snap").join("db"),
             )?),
             None => Arc::new(MemBackend::default()),
-        };
-        Self::open_with(cfg, backend)
+        })
     }
 
+    /// Opens a single member over `backend`.
     pub(crate) fn open_with(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Core>> {
+        let core = Self::load(cfg, backend)?;
+        let node = Node::start(core.writer.clone())?;
+        core.install(Arc::new(node))?;
+        Ok(core)
+    }
+
+    /// Loads the state from `backend`, without a proposer yet ([`Core::install`]).
+    pub(crate) fn load(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Core>> {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let backend: Arc<dyn Backend> = Arc::new(crate::metrics::MeteredBackend::new(
             backend,
@@ -55,17 +79,7 @@ impl Core {
         ));
         let mvcc = Arc::new(Mvcc::open(&*backend)?);
         let lessor = Arc::new(Lessor::open(&*backend, cfg.min_lease_ttl())?);
-        // Rebuild lease attachments from the live keys.
-        {
-            let st = mvcc.state.read();
-            for (k, ki) in st.tree.iter() {
-                if let Some(kv) = ki.latest() {
-                    if kv.lease != 0 {
-                        lessor.reattach(k, 0, kv.lease);
-                    }
-                }
-            }
-        }
+        attach_leases(&mvcc, &lessor);
         let alarms = Arc::new(Alarms::open(&*backend)?);
         let auth = Arc::new(crate::auth::AuthStore::open(&*backend)?);
         let hub = WatchHub::new(mvcc.clone(), backend.clone());
@@ -76,17 +90,8 @@ impl Core {
             backend: backend.clone(),
             auth: auth.clone(),
         });
-        let h = hub.clone();
         let (rev_tx, revision) = tokio::sync::watch::channel(mvcc.current_revision());
-        let node = Node::start(
-            applier,
-            Arc::new(move |evs: Vec<crate::mvcc::RevisionEvents>| {
-                if let Some(last) = evs.last() {
-                    rev_tx.send_replace(last.revision);
-                }
-                h.publish(evs)
-            }),
-        )?;
+        let writer = Arc::new(Writer::new(applier, hub.clone(), rev_tx));
         let (member_id, cluster_id) = crate::cluster::ids(&cfg);
         let id_gen =
             std::sync::atomic::AtomicU64::new(id_generator_start(std::time::SystemTime::now()));
@@ -97,7 +102,8 @@ impl Core {
             lessor,
             alarms,
             hub,
-            node,
+            writer,
+            proposer: OnceLock::new(),
             member_id,
             cluster_id,
             metrics,
@@ -105,6 +111,26 @@ impl Core {
             revision,
             id_gen,
         }))
+    }
+
+    /// Installs the member's proposer. Only once.
+    pub(crate) fn install(&self, proposer: Arc<dyn Propose>) -> Result<()> {
+        self.proposer
+            .set(proposer)
+            .map_err(|_| Error::InvalidArgument("the store already has a proposer".into()))
+    }
+
+    /// The member's proposer; before one is installed, one that answers `NoLeader`.
+    pub(crate) fn proposer(&self) -> &dyn Propose {
+        match self.proposer.get() {
+            Some(p) => &**p,
+            None => &NotStarted,
+        }
+    }
+
+    /// Whether this member leads (keeps lease time, compacts).
+    pub(crate) fn is_leader(&self) -> bool {
+        self.proposer().is_leader()
     }
 
     /// The next ID from etcd's generator: the member ID's low 16 bits, then 40 bits of the
@@ -163,7 +189,7 @@ impl Core {
                     member_id: self.member_id,
                     alarm: AlarmType::Nospace as i32,
                 });
-                self.node.propose(raise).await?;
+                self.proposer().propose(raise).await?;
                 return Err(Error::NoSpace);
             }
         }
@@ -176,7 +202,7 @@ impl Core {
         if let Some(c) = counter {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let r = self.node.propose(cmd).await;
+        let r = self.proposer().propose(cmd).await;
         if matches!(r, Err(Error::Stopped)) {
             self.metrics
                 .proposals_failed
@@ -194,17 +220,31 @@ impl Core {
         }
     }
 
-    /// Revokes expired leases through the log, every 500 ms, until the core is dropped.
+    /// Revokes expired leases through the log, every 500 ms while this member leads, until the
+    /// core is dropped. A member that becomes leader first gives every lease a fresh deadline of
+    /// its full TTL (etcd's `Promote`): the old leader's deadlines were never seen here.
     pub(crate) fn spawn_lease_expiry(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            // The leases were given fresh deadlines when they were loaded.
+            let mut was_leader = true;
             loop {
                 tick.tick().await;
                 let Some(core) = weak.upgrade() else { return };
+                let leader = core.is_leader();
+                if leader && !was_leader {
+                    for id in core.lessor.leases() {
+                        let _ = core.lessor.renew(id);
+                    }
+                }
+                was_leader = leader;
+                if !leader {
+                    continue;
+                }
                 for id in core.lessor.expired(std::time::Instant::now()) {
                     match core
-                        .node
+                        .proposer()
                         .propose(Command::LeaseRevoke(LeaseRevokeRequest { id }))
                         .await
                     {
@@ -214,6 +254,18 @@ impl Core {
                 }
             }
         });
+    }
+}
+
+/// Lease attachments are not stored: they are rebuilt from the live keys.
+pub(crate) fn attach_leases(mvcc: &Mvcc, lessor: &Lessor) {
+    let st = mvcc.state.read();
+    for (k, ki) in st.tree.iter() {
+        if let Some(kv) = ki.latest() {
+            if kv.lease != 0 {
+                lessor.reattach(k, 0, kv.lease);
+            }
+        }
     }
 }
 

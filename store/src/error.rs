@@ -10,7 +10,10 @@
 //! diverge (toydb's rule).
 
 /// Everything that can go wrong in the store.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable so a replicated proposer can carry a deterministic rejection from the member
+/// that applied a command back to the one that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
@@ -214,5 +217,17 @@ mod tests {
         assert_eq!(s.message(), "etcdserver: requested lease not found");
         assert!(!Error::Io("x".into()).is_deterministic());
         assert!(Error::DuplicateKey.is_deterministic());
+    }
+
+    #[test]
+    fn errors_round_trip_through_serde() {
+        for e in [
+            Error::LeaseNotFound,
+            Error::Corrupt("x".into()),
+            Error::InvalidArgument("bad".into()),
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Error>(&json).unwrap(), e);
+        }
     }
 }

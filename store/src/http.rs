@@ -80,7 +80,7 @@ async fn health(State(core): State<Arc<Core>>, RawQuery(query): RawQuery) -> Res
         && matches!(
             tokio::time::timeout(
                 HEALTH_TIMEOUT,
-                core.node.propose(Command::Txn(TxnRequest::default()))
+                core.proposer().propose(Command::Txn(TxnRequest::default()))
             )
             .await,
             Ok(Ok(_))

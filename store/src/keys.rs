@@ -5,7 +5,8 @@
 //! | prefix | key                                       | value                          |
 //! |--------|-------------------------------------------|--------------------------------|
 //! | `k`    | revision: main (8 B BE) `_` sub (8 B BE), then `t` for a tombstone | `mvccpb.KeyValue` |
-//! | `m`    | a metadata name (`consistent_index`, `compacted`, `scheduled_compact`) | `i64`/`u64` BE |
+//! | `m`    | a metadata name (`consistent_index`, `finished_compact_rev`, `current_rev`, `auth_revision`) | `i64` BE |
+//! | `m`    | `raft_applied`                            | opaque bytes of the raft crate |
 //! | `l`    | lease ID (8 B BE)                         | TTL (8 B BE)                   |
 //! | `a`    | alarm: member ID (8 B BE) + type (4 B BE) | empty                          |
 //! | `u`    | auth user name                            | `authpb.User`                  |
@@ -35,6 +36,9 @@ pub(crate) const META_CONSISTENT_INDEX: &str = "consistent_index";
 pub(crate) const META_COMPACTED: &str = "finished_compact_rev";
 pub(crate) const META_CURRENT_REV: &str = "current_rev";
 pub(crate) const META_AUTH_REVISION: &str = "auth_revision";
+/// The raft crate's record of where the store is in its log (last applied log id, membership),
+/// opaque to the store and written in the same batch as the commands it covers.
+pub(crate) const META_RAFT_APPLIED: &str = "raft_applied";
 
 /// Encodes a revision key; `tombstone` appends the `t` mark.
 pub(crate) fn rev_key(rev: Revision, tombstone: bool) -> Vec<u8> {

@@ -5,9 +5,9 @@
 //! leader keeps deadlines, and when a lease runs out it *proposes* a revoke, which then deletes
 //! the attached keys through the same path as a client's revoke (one revision for all of them).
 //!
-//! A lease record in the backend holds its granted TTL. After a restart (or when a member
-//! becomes leader) every lease gets a fresh deadline of its full TTL, as etcd's `Promote` does,
-//! so a restart never expires a lease early.
+//! A lease record in the backend holds its granted TTL. After a restart every lease gets a
+//! fresh deadline of its full TTL, as etcd's `Promote` does, so a restart never expires a lease
+//! early. (With replication a new leader will do the same.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -66,6 +66,12 @@ impl Lessor {
             leases: Mutex::new(leases),
             min_ttl,
         })
+    }
+
+    /// Takes `fresh`'s leases (with their attachments and deadlines) in place (a restore), so
+    /// every holder sees them.
+    pub(crate) fn replace(&self, fresh: Lessor) {
+        *self.leases.lock() = fresh.leases.into_inner();
     }
 
     /// Applies a grant. Returns the TTL actually granted.

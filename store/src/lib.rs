@@ -3,11 +3,13 @@
 //! This crate is the store layer of Keelson: the MVCC revision layer, leases, alarms, the watch
 //! hub and the etcd v3 gRPC services, over a durable backend.
 //!
-//! A write travels: gRPC service (validate, size and quota limits) → [`node`] (propose; today a
-//! single member's group-commit thread, later the raft log) → [`apply`] in log order (assign a
-//! revision, update the in-memory key index, collect backend records) → one atomic backend
-//! batch with the applied log index, fsynced → the revision is published to readers and the
-//! events to the watch hub → the proposer is answered.
+//! A write travels: gRPC service (validate, size and quota limits) → the member's [`Propose`]r
+//! (a single member's group-commit thread, [`Store::open`]; or the raft log, installed by the
+//! raft crate through [`Store::open_replicated`], whose committed entries come back through
+//! [`Replica`]) → [`apply`] in log order (assign a revision, update the in-memory key index,
+//! collect backend records) → one atomic backend batch with the applied log index, fsynced →
+//! the revision is published to readers and the events to the watch hub → the proposer is
+//! answered.
 //!
 //! Invariants the whole crate keeps:
 //! - nothing is acknowledged or visible before it is durable;
@@ -30,6 +32,7 @@ mod lease;
 mod metrics;
 mod mvcc;
 mod node;
+mod replica;
 mod server;
 mod snapshot;
 mod watch;
@@ -42,10 +45,40 @@ pub use backend::{Backend, MemBackend, SledBackend, WriteBatch};
 pub use config::{CompactionMode, StoreConfig};
 pub use error::{Error, Result};
 pub use mvcc::Revision;
+pub use node::Propose;
+pub use replica::Replica;
 pub use snapshot::{restore_snapshot, RestoreOptions, RestoreSummary};
 
 /// How long shutdown waits for open client streams before closing them.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A member opened by [`Store::open_replicated`]: its data is loaded and its URLs are bound, but
+/// it has no proposer yet, so it cannot be written to or served.
+pub struct UnstartedStore {
+    store: Store,
+}
+
+impl UnstartedStore {
+    /// The handle through which the replicated log applies its entries, restores snapshots and
+    /// takes them. It keeps the store's state alive as long as it is held.
+    pub fn replica(&self) -> Replica {
+        Replica::new(self.store.core.clone())
+    }
+
+    /// The addresses the client URLs are bound to.
+    pub fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.store.client_addrs()
+    }
+
+    /// Installs the member's proposer; the store can then be served.
+    pub fn start(self, proposer: Arc<dyn Propose>) -> Store {
+        self.store
+            .core
+            .install(proposer)
+            .expect("an unstarted store has no proposer yet");
+        self.store
+    }
+}
 
 /// A running member.
 pub struct Store {
@@ -66,6 +99,25 @@ impl Store {
             core,
             listeners,
             metrics_listeners,
+        })
+    }
+
+    /// Opens a member whose writes go through a replicated log: as [`Store::open`], but without
+    /// a proposer. The raft crate builds its state machine over [`UnstartedStore::replica`],
+    /// then installs its proposer with [`UnstartedStore::start`] before serving. Must be called
+    /// inside a tokio runtime.
+    pub async fn open_replicated(cfg: StoreConfig) -> Result<UnstartedStore> {
+        let listeners = server::bind(&cfg.listen_client_urls).await?;
+        let metrics_listeners = server::bind(&cfg.listen_metrics_urls).await?;
+        compactor::Policy::from_config(&cfg)?;
+        let backend = core::Core::open_backend(&cfg)?;
+        let core = core::Core::load(cfg, backend)?;
+        Ok(UnstartedStore {
+            store: Store {
+                core,
+                listeners,
+                metrics_listeners,
+            },
         })
     }
 

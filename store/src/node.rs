@@ -1,67 +1,89 @@
-//! The proposer: "propose → apply in log order", for a single member.
+//! The proposer: "propose → apply in log order", behind the [`Propose`] trait.
 //!
-//! Every write is a [`Command`] sent to one apply thread. The thread takes whatever proposals
-//! are queued (up to [`MAX_GROUP`]), gives them consecutive log indexes, applies them in order
-//! into one backend batch, and commits that batch with a single fsync (group commit) before it
-//! publishes the new revision, hands the events to the watch hub and answers the proposers.
-//! So no write is acknowledged before it is durable, and concurrent writers share fsyncs.
+//! Every write reaches the store as a [`Command`] handed to the member's proposer, which puts it
+//! in a log and answers once the command has been applied *on this member* (durable, and
+//! published to readers and watchers) with the applier's response. Two proposers exist:
+//! - [`Node`], the single member's (the default of `Store::open`): one apply thread takes
+//!   whatever proposals are queued (up to [`MAX_GROUP`]), gives them consecutive log indexes and
+//!   applies and commits them as one group with a single fsync (group commit, [`Writer`]). So no
+//!   write is acknowledged before it is durable, and concurrent writers share fsyncs.
+//! - the raft crate's, installed with `Store::open_replicated`: it appends the command to the
+//!   replicated log, and the committed entries are applied through [`crate::Replica`], which
+//!   uses the same [`Writer`].
 //!
-//! Replication (the raft crate) replaces this with a replicated log whose entries are applied
-//! through the same [`Applier`].
+//! The proposer also says whether this member leads: only the leader keeps lease time and
+//! proposes the revokes of expired leases (`Core::spawn_lease_expiry`).
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apply::{Applier, Command, Response};
+use crate::apply::{Command, Response, Writer};
 use crate::error::{Error, Result};
-use crate::mvcc::RevisionEvents;
 
 /// The most commands applied under one fsync.
 const MAX_GROUP: usize = 1024;
 
-/// Receives each committed group's events, in revision order. Must not block.
-pub(crate) type Publish = Arc<dyn Fn(Vec<RevisionEvents>) + Send + Sync>;
+/// Puts commands in the member's log. See the module docs.
+pub trait Propose: Send + Sync + 'static {
+    /// Proposes `cmd` and resolves once it has been applied on this member, with the applier's
+    /// response or its deterministic rejection (the command changed nothing). When the command
+    /// could not be committed the error says why in etcd's terms (`Error::NoLeader`,
+    /// `Error::LeaderChanged`, `Error::Timeout`, `Error::Stopped`). A proposer that learns the
+    /// outcome from another member must still wait until this member has applied the entry, so
+    /// a client reading from this member afterwards sees its own write.
+    fn propose(&self, cmd: Command) -> BoxFuture<'static, Result<Response>>;
+
+    /// Whether this member currently leads the group (a single member always does). Only the
+    /// leader expires leases; a member that becomes leader gives every lease a fresh TTL first,
+    /// as etcd's `Promote` does.
+    fn is_leader(&self) -> bool;
+}
 
 struct Proposal {
     cmd: Command,
     done: oneshot::Sender<Result<Response>>,
 }
 
-#[derive(Clone)]
+/// The single member's proposer.
 pub(crate) struct Node {
     tx: mpsc::Sender<Proposal>,
 }
 
 impl Node {
-    /// Starts the apply thread. It stops when every `Node` handle is dropped.
-    pub(crate) fn start(applier: Arc<Applier>, publish: Publish) -> Result<Node> {
+    /// Starts the apply thread. It stops when the `Node` is dropped, or after a failure that
+    /// stops the store (its proposers are answered with the error, later ones with
+    /// `Error::Stopped`).
+    pub(crate) fn start(writer: Arc<Writer>) -> Result<Node> {
         let (tx, rx) = mpsc::channel::<Proposal>(4 * MAX_GROUP);
-        let first = applier.consistent_index()?;
+        let first = writer.applier.consistent_index()?;
         std::thread::Builder::new()
             .name("keelson-apply".into())
-            .spawn(move || apply_loop(applier, publish, rx, first))
+            .spawn(move || apply_loop(writer, rx, first))
             .map_err(Error::from)?;
         Ok(Node { tx })
     }
+}
 
-    /// Proposes a command and waits until it is applied and durable.
-    pub(crate) async fn propose(&self, cmd: Command) -> Result<Response> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Proposal { cmd, done })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+impl Propose for Node {
+    fn propose(&self, cmd: Command) -> BoxFuture<'static, Result<Response>> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (done, rx) = oneshot::channel();
+            tx.send(Proposal { cmd, done })
+                .await
+                .map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)?
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        true
     }
 }
 
-fn apply_loop(
-    applier: Arc<Applier>,
-    publish: Publish,
-    mut rx: mpsc::Receiver<Proposal>,
-    mut index: u64,
-) {
+fn apply_loop(writer: Arc<Writer>, mut rx: mpsc::Receiver<Proposal>, mut index: u64) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(p) = rx.blocking_recv() {
         group.push(p);
@@ -71,26 +93,35 @@ fn apply_loop(
                 Err(_) => break,
             }
         }
-        let mut batch = Default::default();
-        let mut events = Vec::new();
-        let mut results = Vec::with_capacity(group.len());
-        for p in &group {
-            index += 1;
-            let r = applier.apply(&p.cmd, &mut batch, &mut events);
-            if let Err(e) = &r {
-                assert!(
-                    e.is_deterministic(),
-                    "non-deterministic error during apply: {e}"
-                );
+        let last = index + group.len() as u64;
+        match writer.apply_group(group.iter().map(|p| &p.cmd), Some(last), None) {
+            Ok(results) => {
+                index = last;
+                for (p, r) in group.drain(..).zip(results) {
+                    let _ = p.done.send(r);
+                }
             }
-            results.push(r);
+            Err(e) => {
+                // Not known to be durable, so not acknowledged; the writer now refuses
+                // everything, and the member has to be restarted.
+                for p in group.drain(..) {
+                    let _ = p.done.send(Err(e.clone()));
+                }
+                return;
+            }
         }
-        applier.commit(index, batch);
-        if !events.is_empty() {
-            publish(events);
-        }
-        for (p, r) in group.drain(..).zip(results) {
-            let _ = p.done.send(r);
-        }
+    }
+}
+
+/// The proposer of a store that has none yet (`Store::open_replicated` before `start`).
+pub(crate) struct NotStarted;
+
+impl Propose for NotStarted {
+    fn propose(&self, _: Command) -> BoxFuture<'static, Result<Response>> {
+        Box::pin(async { Err(Error::NoLeader) })
+    }
+
+    fn is_leader(&self) -> bool {
+        false
     }
 }

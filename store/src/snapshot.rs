@@ -21,7 +21,8 @@
 //! Restore checks the sha256 before creating anything, then every record's crc32 and every
 //! value's own crc32 frame (`keys.rs`), builds the backend under a temporary name, replays it
 //! through the MVCC, lease and alarm loaders (which decode every record), and only then moves
-//! it into place. The restored member starts a new log: the applied index is not carried over.
+//! it into place. The restored member starts a new log: the applied index and the raft applied
+//! state are not carried over.
 //!
 //! Consistency of a snapshot: the backend has no point-in-time reads, so [`consistent_pairs`]
 //! scans it between two readings of the backend write counter (`metrics.rs`) and retries if a
@@ -114,6 +115,24 @@ pub(crate) fn encode(pairs: &[Pair]) -> Vec<u8> {
 /// The sha256 trailer of a body.
 pub(crate) fn digest(body: &[u8]) -> [u8; SHA_LEN] {
     Sha256::digest(body).into()
+}
+
+/// Decodes a whole snapshot held in memory (body then sha256, as [`encode`] and [`digest`]
+/// make it), checking the sha256, every record's crc32 and every value's own crc32 frame.
+pub(crate) fn decode(data: &[u8]) -> Result<Vec<Pair>> {
+    if data.len() < HEADER_LEN + SHA_LEN {
+        return Err(corrupt("it is shorter than a header and a sha256"));
+    }
+    let (body, trailer) = data.split_at(data.len() - SHA_LEN);
+    if digest(body)[..] != trailer[..] {
+        return Err(corrupt("its sha256 does not match"));
+    }
+    let mut records = RecordReader::new(body)?;
+    let mut pairs = Vec::new();
+    while let Some(p) = records.next_pair()? {
+        pairs.push(p);
+    }
+    Ok(pairs)
 }
 
 /// Reads the pair records of a body whose sha256 has already been checked.
@@ -331,10 +350,11 @@ fn build(file: &Path, body_len: u64, db: &Path) -> Result<(u64, i64, i64)> {
     let f = File::open(file)?;
     let mut records = RecordReader::new(BufReader::with_capacity(1 << 20, f).take(body_len))?;
     let applied = keys::meta_key(keys::META_CONSISTENT_INDEX);
+    let raft_applied = keys::meta_key(keys::META_RAFT_APPLIED);
     let mut batch = WriteBatch::default();
     while let Some((k, v)) = records.next_pair()? {
         // The restored member starts a new log, so it has applied nothing of it yet.
-        if k == applied {
+        if k == applied || k == raft_applied {
             continue;
         }
         batch.put(k, v);

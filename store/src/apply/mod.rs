@@ -4,11 +4,19 @@
 //! Invariants:
 //! - Apply is deterministic: the same commands in the same order give the same state and the
 //!   same responses on every member. Errors returned from apply are deterministic ones
-//!   ([`Error::is_deterministic`]); an I/O error while committing panics the member instead.
+//!   ([`Error::is_deterministic`]); a command that fails with one changed nothing.
 //! - A group of commands is applied into one backend batch together with the log index of the
-//!   last one (`consistent_index`), written atomically and flushed before any of it becomes
-//!   visible ([`Applier::commit`]); so after a crash the store is exactly the state after some
-//!   prefix of the log, never part of a command, and it knows which prefix.
+//!   last one (`consistent_index`) and, under raft, the raft crate's applied-state blob,
+//!   written atomically and flushed before any of it becomes visible ([`Applier::commit`]); so
+//!   after a crash the store is exactly the state after some prefix of the log, never part of a
+//!   command, and it knows which prefix.
+//! - The store has one writer at a time ([`Writer`]): a group is applied, committed and
+//!   published (readers, then watchers) under one lock, and a restore holds the same lock, so
+//!   revisions reach the watch hub in order, each exactly once.
+//! - A non-deterministic failure (an I/O error while committing, corrupt data met while
+//!   applying) stops the store for good: the in-memory state may then hold changes that are not
+//!   durable, so every later group or restore is refused with an error instead of being built on
+//!   them. The member must be restarted; it recovers from what is durable.
 
 mod command;
 mod txn;
@@ -24,12 +32,16 @@ use keelson_proto::etcdserverpb::{
     TxnResponse,
 };
 
+use parking_lot::{Mutex, MutexGuard};
+use prost::Message;
+
 use crate::alarm::Alarms;
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lease::Lessor;
 use crate::mvcc::{Mvcc, RevisionEvents, WriteTxn};
+use crate::watch::WatchHub;
 
 /// What applying a command answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +55,46 @@ pub enum Response {
     Alarm(AlarmResponse),
     /// An auth change was applied (its response carries only a header).
     Auth,
+}
+
+impl Response {
+    /// A one-byte tag and the protobuf encoding of the etcd response, as [`Command::encode`]
+    /// (`Auth` has no body): lossless, for carrying a response between members.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Response::Put(r) => (1u8, r.encode_to_vec()),
+            Response::DeleteRange(r) => (2, r.encode_to_vec()),
+            Response::Txn(r) => (3, r.encode_to_vec()),
+            Response::Compact(r) => (4, r.encode_to_vec()),
+            Response::LeaseGrant(r) => (5, r.encode_to_vec()),
+            Response::LeaseRevoke(r) => (6, r.encode_to_vec()),
+            Response::Alarm(r) => (7, r.encode_to_vec()),
+            Response::Auth => (8, Vec::new()),
+        };
+        let mut v = Vec::with_capacity(1 + body.len());
+        v.push(tag);
+        v.extend_from_slice(&body);
+        v
+    }
+
+    /// Decodes [`Response::encode`]'s form; anything else is [`Error::Corrupt`].
+    pub fn decode(buf: &[u8]) -> Result<Response> {
+        let (tag, body) = buf
+            .split_first()
+            .ok_or_else(|| Error::Corrupt("empty apply response".into()))?;
+        let bad = |e: prost::DecodeError| Error::Corrupt(format!("apply response tag {tag}: {e}"));
+        Ok(match tag {
+            1 => Response::Put(Message::decode(body).map_err(bad)?),
+            2 => Response::DeleteRange(Message::decode(body).map_err(bad)?),
+            3 => Response::Txn(Message::decode(body).map_err(bad)?),
+            4 => Response::Compact(Message::decode(body).map_err(bad)?),
+            5 => Response::LeaseGrant(Message::decode(body).map_err(bad)?),
+            6 => Response::LeaseRevoke(Message::decode(body).map_err(bad)?),
+            7 => Response::Alarm(Message::decode(body).map_err(bad)?),
+            8 if body.is_empty() => Response::Auth,
+            t => return Err(Error::Corrupt(format!("unknown apply response tag {t}"))),
+        })
+    }
 }
 
 pub(crate) struct Applier {
@@ -221,17 +273,121 @@ impl Applier {
         })
     }
 
-    /// Makes a group's batch durable: records `index` as applied, writes atomically, fsyncs,
-    /// then publishes the new revision to readers. Panics on I/O failure (see module docs).
-    pub(crate) fn commit(&self, index: u64, mut batch: WriteBatch) {
-        batch.put(
-            keys::meta_key(keys::META_CONSISTENT_INDEX),
-            keys::frame_i64(index as i64),
-        );
-        if let Err(e) = self.backend.write(batch).and_then(|_| self.backend.flush()) {
-            panic!("keelson: cannot make applied state durable, stopping: {e}");
+    /// Makes a group's batch durable: records `index` as applied (if given: a group without
+    /// commands leaves it as it is), writes atomically, fsyncs, then publishes the new revision
+    /// to readers. On an I/O error nothing is published and the error is returned; the
+    /// applied-but-undurable changes stay in memory, so the caller must stop the store
+    /// ([`Writer`] does).
+    pub(crate) fn commit(&self, index: Option<u64>, mut batch: WriteBatch) -> Result<()> {
+        if let Some(index) = index {
+            batch.put(
+                keys::meta_key(keys::META_CONSISTENT_INDEX),
+                keys::frame_i64(index as i64),
+            );
         }
+        self.backend.write(batch)?;
+        self.backend.flush()?;
         self.mvcc.publish();
+        Ok(())
+    }
+}
+
+/// The store's one writer. See the module docs.
+pub(crate) struct Writer {
+    pub(crate) applier: Arc<Applier>,
+    hub: Arc<WatchHub>,
+    /// The newest published revision, for tasks that wait for the store to move on.
+    revision: tokio::sync::watch::Sender<i64>,
+    /// Held for a whole group or restore; holds the failure that stopped the store, if any.
+    lock: Mutex<Option<Error>>,
+}
+
+/// Exclusive use of the store's state, from [`Writer::exclusive`].
+pub(crate) struct Exclusive<'a> {
+    writer: &'a Writer,
+    failed: MutexGuard<'a, Option<Error>>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        applier: Arc<Applier>,
+        hub: Arc<WatchHub>,
+        revision: tokio::sync::watch::Sender<i64>,
+    ) -> Writer {
+        Writer {
+            applier,
+            hub,
+            revision,
+            lock: Mutex::new(None),
+        }
+    }
+
+    /// Waits for the previous group or restore to finish; refuses if the store has stopped.
+    pub(crate) fn exclusive(&self) -> Result<Exclusive<'_>> {
+        let failed = self.lock.lock();
+        if let Some(e) = &*failed {
+            return Err(Error::Io(format!(
+                "the store stopped after an earlier failure: {e}"
+            )));
+        }
+        Ok(Exclusive {
+            writer: self,
+            failed,
+        })
+    }
+
+    /// Applies `commands` in order and commits them as one batch with `index` (the log index
+    /// of the last command; `None` leaves the stored one) and `raft_applied` (stored as is under
+    /// its meta key), then publishes the new revisions and events. One result per command;
+    /// `Err` is a non-deterministic failure, after which the store refuses everything. Blocks
+    /// (fsync).
+    pub(crate) fn apply_group<'c>(
+        &self,
+        commands: impl IntoIterator<Item = &'c Command>,
+        index: Option<u64>,
+        raft_applied: Option<&[u8]>,
+    ) -> Result<Vec<Result<Response>>> {
+        let mut ex = self.exclusive()?;
+        let mut batch = WriteBatch::default();
+        let mut events = Vec::new();
+        let mut results = Vec::new();
+        for cmd in commands {
+            let r = self.applier.apply(cmd, &mut batch, &mut events);
+            match &r {
+                Err(e) if !e.is_deterministic() => return Err(ex.fail(e.clone())),
+                _ => results.push(r),
+            }
+        }
+        if let Some(blob) = raft_applied {
+            batch.put(keys::meta_key(keys::META_RAFT_APPLIED), keys::frame(blob));
+        }
+        if let Err(e) = self.applier.commit(index, batch) {
+            return Err(ex.fail(e));
+        }
+        ex.publish(events);
+        Ok(results)
+    }
+}
+
+impl Exclusive<'_> {
+    /// Stops the store for good with `e`, and returns it.
+    pub(crate) fn fail(&mut self, e: Error) -> Error {
+        tracing::error!("keelson: the store cannot go on and refuses every write: {e}");
+        *self.failed = Some(e.clone());
+        e
+    }
+
+    /// Hands committed revisions' events to the revision channel and the watch hub, in order.
+    pub(crate) fn publish(&self, events: Vec<RevisionEvents>) {
+        if let Some(last) = events.last() {
+            self.writer.revision.send_replace(last.revision);
+            self.writer.hub.publish(events);
+        }
+    }
+
+    /// Announces the newest revision without events (after a restore).
+    pub(crate) fn publish_revision(&self, revision: i64) {
+        self.writer.revision.send_replace(revision);
     }
 }
 

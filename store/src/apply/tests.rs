@@ -719,7 +719,8 @@ impl Harness {
             );
         }
         self.index += 1;
-        a.commit(self.index, batch);
+        a.commit(Some(self.index), batch)
+            .expect("the backend commits");
         let st = a.mvcc.state.read();
         assert_eq!(
             st.current, st.pending,

@@ -100,14 +100,12 @@ impl Applier {
                         return Err(Error::LeaseNotFound);
                     }
                 }
-                Some(Request::RequestRange(q)) => {
-                    if q.revision != 0 {
-                        if q.revision > txn.begin_revision() {
-                            return Err(Error::FutureRev);
-                        }
-                        if q.revision < txn.compacted() {
-                            return Err(Error::Compacted);
-                        }
+                Some(Request::RequestRange(q)) if q.revision != 0 => {
+                    if q.revision > txn.begin_revision() {
+                        return Err(Error::FutureRev);
+                    }
+                    if q.revision < txn.compacted() {
+                        return Err(Error::Compacted);
                     }
                 }
                 Some(Request::RequestTxn(t)) => self.check_path(txn, t, path, at)?,

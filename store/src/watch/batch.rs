@@ -163,7 +163,8 @@ impl Delivery {
     ) -> Vec<Frame> {
         let mut events = Vec::new();
         for (b, sel) in &self.parts {
-            let with_prev = self.prev_kv && b.revision - 1 >= compacted;
+            // etcd reads prev_kv at mod_revision - 1, which fails once that is below the compaction.
+            let with_prev = self.prev_kv && b.revision > compacted;
             match sel {
                 Sel::All => (0..b.events.len()).for_each(|i| events.push(b.encoded(i, with_prev))),
                 Sel::Some(ix) => ix

@@ -1,0 +1,191 @@
+//! The receiving side of the peer transport: the `RaftPeer` gRPC service a member serves on its
+//! peer URLs, handing each message to its own openraft instance.
+//!
+//! - Every call must name this member as its target (metadata `keelson-raft-target`), or it is
+//!   refused with `FAILED_PRECONDITION` before anything is decoded: see `network/mod.rs`.
+//! - Messages are decoded with the same codec the sender used (`network/codec.rs`); an
+//!   undecodable one is refused with `INVALID_ARGUMENT` and never reaches openraft.
+//! - A snapshot is reassembled and verified in full (`network/snapshot.rs`) before
+//!   `Raft::install_full_snapshot` sees it; a refused one answers with the check that failed.
+//! - When the local raft has stopped, calls answer `UNAVAILABLE`, which the sender treats as an
+//!   unreachable member and backs off from.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keelson_proto::keelsonraftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
+use keelson_proto::keelsonraftpb::{RaftMessage, SnapshotChunk};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::network::{decode, encode, snapshot, PeerConfig, TARGET_HEADER};
+use crate::types::TypeConfig;
+
+/// The `RaftPeer` service of one member.
+pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
+    raft: Raft<TypeConfig, SM>,
+    me: u64,
+    cfg: Arc<PeerConfig>,
+}
+
+impl<SM> PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = Bytes>,
+{
+    /// The service of member `me`, whose raft is `raft`.
+    pub fn new(raft: Raft<TypeConfig, SM>, me: u64, cfg: PeerConfig) -> PeerService<SM> {
+        PeerService {
+            raft,
+            me,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    /// The tonic service, with the message size limit applied.
+    pub fn into_server(self) -> RaftPeerServer<PeerService<SM>> {
+        let max = self.cfg.max_frame_bytes();
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// Refuses a call not meant for this member.
+    fn check_target<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let me = format!("{:x}", self.me);
+        match req.metadata().get(TARGET_HEADER).map(|v| v.to_str()) {
+            Some(Ok(target)) if target == me => Ok(()),
+            Some(Ok(target)) => Err(Status::failed_precondition(format!(
+                "this is member {me}, not member {target}: the peer URL reaches another member"
+            ))),
+            _ => Err(Status::failed_precondition(format!(
+                "raft call to member {me} without a valid {TARGET_HEADER} header"
+            ))),
+        }
+    }
+
+    fn stopped(&self, e: impl std::fmt::Display) -> Status {
+        Status::unavailable(format!("raft on member {:x} is not running: {e}", self.me))
+    }
+
+    /// Decodes a unary request, runs `handle` on it, encodes the answer.
+    async fn unary<Req, Resp, E, F, Fut>(
+        &self,
+        req: Request<RaftMessage>,
+        what: &str,
+        handle: F,
+    ) -> Result<Response<RaftMessage>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Raft<TypeConfig, SM>, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
+        self.check_target(&req)?;
+        let msg: Req = decode(&req.into_inner().payload, what).map_err(Status::invalid_argument)?;
+        let answer = handle(self.raft.clone(), msg)
+            .await
+            .map_err(|e| self.stopped(e))?;
+        let payload = encode(&answer).map_err(Status::internal)?;
+        Ok(Response::new(RaftMessage { payload }))
+    }
+}
+
+#[tonic::async_trait]
+impl<SM> RaftPeer for PeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = Bytes>,
+{
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.unary(req, "append request", |raft, m| async move {
+            raft.append_entries(m).await
+        })
+        .await
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.unary(
+            req,
+            "vote request",
+            |raft, m| async move { raft.vote(m).await },
+        )
+        .await
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.unary(req, "pre-vote request", |raft, m| async move {
+            raft.pre_vote(m).await
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.unary(req, "transfer-leader request", |raft, m| async move {
+            raft.handle_transfer_leader(m).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.check_target(&req)?;
+        let (vote, meta, data) = snapshot::receive(
+            req.into_inner(),
+            self.cfg.max_snapshot_bytes,
+            self.cfg.snapshot_timeout,
+        )
+        .await
+        .map_err(|refused| {
+            tracing::warn!(member = self.me, "snapshot transfer refused: {refused}");
+            Status::from(refused)
+        })?;
+        tracing::info!(
+            member = self.me,
+            "received snapshot {meta} ({} bytes) from leader {vote}",
+            data.len()
+        );
+        let answer = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: data,
+                },
+            )
+            .await
+            .map_err(|e| self.stopped(e))?;
+        let payload = encode(&answer).map_err(Status::internal)?;
+        Ok(Response::new(RaftMessage { payload }))
+    }
+}
+
+/// Serves `service` on `listener` (a member's peer URL) until `shutdown` completes.
+pub async fn serve_peers<SM>(
+    service: PeerService<SM>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = Bytes>,
+{
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
