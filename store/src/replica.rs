@@ -33,8 +33,9 @@
 //!   The revisions the snapshot adds beyond the last published one are read back from the
 //!   restored records and published in order, as if applied one by one, so synced watchers go
 //!   on from where they were. If the snapshot's compaction removed part of that history, the
-//!   watch hub has to cancel the watchers concerned with the compacted revision; it has no
-//!   operation for that yet, which is logged as an error (see `docs/architecture.md`).
+//!   hub turns every synced watcher into a lagging one instead (`WatchHub::restored`, etcd's
+//!   `watchableStore.Restore`), so each gets the compacted cancel, or its history from the
+//!   backend if it still reaches back far enough.
 
 #[cfg(test)]
 mod tests;
@@ -155,12 +156,9 @@ impl Replica {
                  watchers will not see the revisions in between again"
             );
         } else if compacted > published + 1 {
-            tracing::error!(
-                "restored a snapshot compacted at {compacted}, beyond the published revision \
-                 {published}: watchers synced at {} cannot be given revisions up to {compacted}",
-                published + 1
-            );
-        } else if let Err(e) = self.publish_range(&ex, published + 100, current) {
+            // The history the hub's synced watchers need is gone: they get the compacted cancel.
+            self.core.hub.restored(current);
+        } else if let Err(e) = self.publish_range(&ex, published + 1, current) {
             return Err(ex.fail(e));
         }
         ex.publish_revision(current);

@@ -396,6 +396,41 @@ async fn a_synced_watcher_goes_on_across_a_restore() {
     );
 }
 
+#[tokio::test]
+async fn a_synced_watcher_behind_the_restored_compaction_is_cancelled() {
+    let source = mem_core();
+    let target = mem_core();
+    let (src, tgt) = (Replica::new(source.clone()), Replica::new(target.clone()));
+    let first = vec![vec![put("a", "1"), put("b", "1")]];
+    apply_all(&src, 1, first.clone());
+    let next = apply_all(&tgt, 1, first);
+    let (handle, mut stream) = target
+        .hub
+        .open_stream(ResponseHeader::default(), usize::MAX);
+    handle.create(&WatchCreateRequest {
+        key: vec![0].into(),
+        range_end: vec![0].into(),
+        ..Default::default()
+    });
+    until_progress(&handle, &mut stream).await;
+    let compact = Command::Compact(CompactionRequest {
+        revision: 6,
+        physical: false,
+    });
+    apply_all(
+        &src,
+        next,
+        vec![vec![put("a", "2"), put("a", "3"), put("a", "4"), compact]],
+    );
+    tgt.restore(&src.snapshot().unwrap().1).unwrap();
+    let got = until_progress(&handle, &mut stream).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].canceled && got[0].compact_revision == 6 && got[0].events.is_empty(),
+        "{got:?}"
+    );
+}
+
 /// A memory backend whose writes fail while `fail` is set.
 #[derive(Default)]
 struct Flaky {

@@ -56,7 +56,7 @@ pub(crate) async fn serve(
         .max_encoding_message_size(usize::MAX);
     let lease =
         LeaseServer::new(lease::LeaseService { core: core.clone() }).max_decoding_message_size(max);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = nodelay(listener);
     // Waiting Lock/Campaign/Observe calls end when shutdown begins (`lock.rs`).
     let (shutdown, stopping) = lock::Stopping::on(shutdown);
     // HTTP/1.1 too: `/health`, `/version` and `/metrics` share the port with gRPC (`http.rs`).
@@ -111,11 +111,22 @@ pub(crate) async fn serve_metrics(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = nodelay(listener);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(crate::http::routes(core))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Io(e.to_string()))
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic's `tcp_nodelay` only applies to
+/// listeners it binds itself; with Nagle on, small responses wait for the client's delayed ACK
+/// (~40 ms), which measured as a 44 ms floor on linearizable reads.
+fn nodelay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .map(|r| r.and_then(|s| s.set_nodelay(true).map(|_| s)))
 }

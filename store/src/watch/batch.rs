@@ -235,6 +235,12 @@ impl Ring {
         }
     }
 
+    /// Forgets every revision held.
+    pub(crate) fn clear(&mut self) {
+        self.q.clear();
+        self.weight = 0;
+    }
+
     /// The oldest revision held, or `None` if empty.
     pub(crate) fn first_rev(&self) -> Option<i64> {
         self.q.front().map(|b| b.revision)

@@ -127,6 +127,15 @@ impl WatchHub {
         }
     }
 
+    /// After a restore replaced the store's state (a raft snapshot install), as etcd's
+    /// `watchableStore.Restore`: every synced watcher becomes lagging at its next revision, so
+    /// its stream catches it up from the backend, or cancels it with the compacted revision if
+    /// the restored history no longer reaches back to it; the ring, which the restored history
+    /// need not continue, is emptied. `published` is the restored store's revision.
+    pub(crate) fn restored(&self, published: i64) {
+        self.reg.lock().restored(published);
+    }
+
     /// Opens a client stream. `header` carries the member's cluster ID, member ID and term
     /// (its revision is replaced per response); a fragmenting watcher's responses are split
     /// at `fragment_limit` bytes.

@@ -126,6 +126,11 @@ impl StreamShared {
         self.wake.notified().await
     }
 
+    /// Wakes the stream's sender so it looks for catch-up work.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();

@@ -311,6 +311,25 @@ impl Registry {
         }
     }
 
+    /// See [`super::WatchHub::restored`].
+    pub(crate) fn restored(&mut self, published: i64) {
+        for (uid, w) in self.watchers.iter_mut() {
+            if !w.synced {
+                continue;
+            }
+            w.synced = false;
+            self.index.remove(*uid, &w.range);
+            if let Some(e) = self.streams.get(&w.stream) {
+                e.shared.lagging.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.ring.clear();
+        self.published = published;
+        for e in self.streams.values() {
+            e.shared.wake();
+        }
+    }
+
     /// Hands one revision to every synced watcher it concerns. Never waits: a watcher whose
     /// stream queue is full becomes lagging at this revision.
     pub(crate) fn publish(&mut self, b: Arc<RevBatch>) {
