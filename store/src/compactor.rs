@@ -176,7 +176,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += num * scale;
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Runs the configured policy until the core is dropped.

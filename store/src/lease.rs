@@ -126,11 +126,17 @@ impl Lessor {
         }
     }
 
-    /// Renews a lease's deadline (KeepAlive). Returns its TTL.
+    /// Renews a lease's deadline (KeepAlive). Returns its TTL. A lease whose deadline has
+    /// passed is not revived (its revoke is on its way through the log): it answers
+    /// `LeaseNotFound`, which KeepAlive reports as TTL 0, as etcd's `Renew` does.
     pub(crate) fn renew(&self, id: i64) -> Result<i64> {
         let mut leases = self.leases.lock();
         let l = leases.get_mut(&id).ok_or(Error::LeaseNotFound)?;
-        l.deadline = Some(deadline(Instant::now(), l.ttl));
+        let now = Instant::now();
+        if l.deadline.is_some_and(|d| d <= now) {
+            return Err(Error::LeaseNotFound);
+        }
+        l.deadline = Some(deadline(now, l.ttl));
         Ok(l.ttl)
     }
 
@@ -211,6 +217,15 @@ mod tests {
         assert_eq!(
             l.expired(Instant::now() + Duration::from_secs(101)),
             vec![9]
+        );
+        // A lease past its deadline is not revived by a late keep-alive.
+        let past = Instant::now() - Duration::from_secs(1);
+        l.leases.lock().get_mut(&9).unwrap().deadline = Some(past);
+        assert_eq!(l.renew(9), Err(Error::LeaseNotFound));
+        assert_eq!(
+            l.expired(Instant::now()),
+            vec![9],
+            "still waiting for its revoke"
         );
     }
 }

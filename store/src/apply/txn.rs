@@ -66,6 +66,37 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
+/// A write an earlier op on the txn's path will have made by the time a later op runs.
+enum Effect {
+    Put(Vec<u8>),
+    /// `[key, range_end)` with etcd's conventions (empty = one key, `"\0"` = to the end).
+    Delete(Vec<u8>, Vec<u8>),
+}
+
+/// Whether `key` will be live when an op after `earlier` runs: the newest earlier op that
+/// touches it decides, else the state before the txn.
+fn live_after(txn: &WriteTxn<'_>, earlier: &[Effect], key: &[u8]) -> bool {
+    for e in earlier.iter().rev() {
+        match e {
+            Effect::Put(k) if k.as_slice() == key => return true,
+            Effect::Delete(k, end) => {
+                let covered = if end.is_empty() {
+                    k.as_slice() == key
+                } else if end.as_slice() == [0] {
+                    k.as_slice() <= key
+                } else {
+                    k.as_slice() <= key && key < end.as_slice()
+                };
+                if covered {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    txn.get(key).is_some()
+}
+
 /// The branch taken at each txn, depth first (etcd's `compareToPath`).
 fn compare_to_path(txn: &WriteTxn<'_>, r: &TxnRequest, path: &mut Vec<bool>) {
     let ok = r.compare.iter().all(|c| compare(txn, c));
@@ -79,13 +110,21 @@ fn compare_to_path(txn: &WriteTxn<'_>, r: &TxnRequest, path: &mut Vec<bool>) {
 }
 
 impl Applier {
-    /// Checks the ops on the chosen path before anything is written (etcd's `checkRequests`).
+    /// Checks the ops on the chosen path before anything is written (etcd's `checkRequests`),
+    /// so that executing them cannot fail half way: a txn either applies whole or changes
+    /// nothing. Beyond etcd's checks this follows the path's own writes in order (`earlier`), so
+    /// an `ignore_*` put after a delete that removes its key in the same txn (reachable through
+    /// a `"\0"` range end, which etcd's `checkIntervals` does not see as covering anything) is
+    /// refused up front instead of failing after the delete ran. It also refuses malformed ops
+    /// (no op, empty key) here, in apply, so commands that did not come through the gRPC
+    /// checks (replicated or built in-process) are just as safe.
     fn check_path(
         &self,
         txn: &WriteTxn<'_>,
         r: &TxnRequest,
         path: &[bool],
         at: &mut usize,
+        earlier: &mut Vec<Effect>,
     ) -> Result<()> {
         let ok = path[*at];
         *at += 1;
@@ -93,23 +132,38 @@ impl Applier {
         for op in ops {
             match &op.request {
                 Some(Request::RequestPut(p)) => {
-                    if (p.ignore_value || p.ignore_lease) && txn.get(&p.key).is_none() {
+                    if p.key.is_empty() {
+                        return Err(Error::EmptyKey);
+                    }
+                    if (p.ignore_value || p.ignore_lease) && !live_after(txn, earlier, &p.key) {
                         return Err(Error::KeyNotFound);
                     }
                     if p.lease != 0 && !self.lessor.exists(p.lease) {
                         return Err(Error::LeaseNotFound);
                     }
+                    earlier.push(Effect::Put(p.key.to_vec()));
                 }
-                Some(Request::RequestRange(q)) if q.revision != 0 => {
-                    if q.revision > txn.begin_revision() {
-                        return Err(Error::FutureRev);
+                Some(Request::RequestRange(q)) => {
+                    if q.key.is_empty() {
+                        return Err(Error::EmptyKey);
                     }
-                    if q.revision < txn.compacted() {
-                        return Err(Error::Compacted);
+                    if q.revision != 0 {
+                        if q.revision > txn.begin_revision() {
+                            return Err(Error::FutureRev);
+                        }
+                        if q.revision < txn.compacted() {
+                            return Err(Error::Compacted);
+                        }
                     }
                 }
-                Some(Request::RequestTxn(t)) => self.check_path(txn, t, path, at)?,
-                _ => {}
+                Some(Request::RequestDeleteRange(d)) => {
+                    if d.key.is_empty() {
+                        return Err(Error::EmptyKey);
+                    }
+                    earlier.push(Effect::Delete(d.key.to_vec(), d.range_end.to_vec()));
+                }
+                Some(Request::RequestTxn(t)) => self.check_path(txn, t, path, at, earlier)?,
+                None => return Err(Error::KeyNotFound),
             }
         }
         Ok(())
@@ -155,7 +209,7 @@ impl Applier {
     pub(crate) fn apply_txn(&self, txn: &mut WriteTxn<'_>, r: &TxnRequest) -> Result<TxnResponse> {
         let mut path = Vec::new();
         compare_to_path(txn, r, &mut path);
-        self.check_path(txn, r, &path, &mut 0)?;
+        self.check_path(txn, r, &path, &mut 0, &mut Vec::new())?;
         let mut resp = self.exec_path(txn, r, &path, &mut 0)?;
         resp.header = Some(ResponseHeader {
             revision: txn.header_revision(),

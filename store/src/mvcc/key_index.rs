@@ -8,7 +8,10 @@
 //! - revisions strictly increase across the whole list of generations;
 //! - every generation except the last is non-empty and ends with a tombstone;
 //! - compaction at `rev` keeps, in each generation still relevant, the newest version `<= rev`
-//!   and everything newer; a generation whose tombstone is `<= rev` disappears entirely;
+//!   and everything newer; a generation whose tombstone is `< rev` disappears entirely. A
+//!   tombstone exactly at `rev` is kept until the next compaction, so a watch that starts at
+//!   the compacted revision still sees that delete (etcd #18089/#19179, fixed after 3.4 the
+//!   same way);
 //!   [`KeyIndex::compact`] reports every revision it drops so the backend can delete them.
 
 use keelson_proto::mvccpb::KeyValue;
@@ -127,8 +130,8 @@ impl KeyIndex {
     /// (with its tombstone mark) onto `dropped`.
     pub(crate) fn compact(&mut self, at: i64, dropped: &mut Vec<(Revision, bool)>) {
         let last = self.generations.len() - 1;
-        // Find the first generation that still matters: its tombstone is after `at`, or it is
-        // the live one.
+        // Find the first generation that still matters: its tombstone is at or after `at`, or
+        // it is the live one.
         let mut gi = 0;
         while gi < last {
             let tomb = self.generations[gi]
@@ -137,7 +140,7 @@ impl KeyIndex {
                 .expect("ended generation")
                 .rev
                 .main;
-            if tomb > at {
+            if tomb >= at {
                 break;
             }
             gi += 1;
@@ -145,25 +148,23 @@ impl KeyIndex {
         for g in self.generations.drain(..gi) {
             dropped.extend(g.revs.iter().map(|v| (v.rev, v.kv.is_none())));
         }
-        let last = self.generations.len() - 1;
         let g = &mut self.generations[0];
-        if g.is_empty() {
-            return;
-        }
         // Keep the newest version <= at and everything after it.
         if let Some(keep) = g.revs.iter().rposition(|v| v.rev.main <= at) {
             dropped.extend(g.revs.drain(..keep).map(|v| (v.rev, v.kv.is_none())));
         }
-        // A generation left holding only its tombstone is over: drop it too.
-        if g.revs.len() == 1 && g.revs[0].kv.is_none() && last != 0 {
-            let v = g.revs.remove(0);
-            if v.rev.main <= at {
-                dropped.push((v.rev, true));
-                self.generations.remove(0);
-            } else {
-                g.revs.push(v);
-            }
-        }
+    }
+
+    /// Replays a stored tombstone at start. Normally it ends the live generation; if the
+    /// generation's puts were compacted away (the tombstone was at the compacted revision) it
+    /// is recorded as a generation of its own, exactly as compaction left it in memory.
+    pub(crate) fn restore_tombstone(&mut self, rev: Revision) {
+        let g = self
+            .generations
+            .last_mut()
+            .expect("a key index always has a generation");
+        g.revs.push(Version { rev, kv: None });
+        self.generations.push(Generation::default());
     }
 }
 
@@ -233,7 +234,16 @@ mod tests {
         assert_eq!(mains(&d), vec![8]);
         d.clear();
         ki.compact(12, &mut d);
-        assert_eq!(mains(&d), vec![10, 12]);
+        assert_eq!(
+            mains(&d),
+            vec![10],
+            "the tombstone at the compaction revision stays"
+        );
+        assert!(!ki.is_empty());
+        assert!(ki.get(12).is_none());
+        d.clear();
+        ki.compact(13, &mut d);
+        assert_eq!(mains(&d), vec![12]);
         assert!(ki.is_empty());
     }
 

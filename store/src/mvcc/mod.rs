@@ -81,7 +81,7 @@ impl Mvcc {
             current = current.max(rev.main);
             let ki = tree.entry(kv.key.clone()).or_default();
             if tombstone {
-                ki.tombstone(rev);
+                ki.restore_tombstone(rev);
                 if ki.is_empty() {
                     tree.remove(&kv.key);
                 }

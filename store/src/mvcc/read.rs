@@ -122,7 +122,9 @@ impl State {
             r.limit.max(0)
         };
         if limit > 0 {
-            limit += 1;
+            // One more than asked tells whether there is `more`; saturating, so i64::MAX means
+            // "no limit" as it does in etcd rather than overflowing.
+            limit = limit.saturating_add(1);
         }
         let mut rr = self.range_keys(
             &r.key,
