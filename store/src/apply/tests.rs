@@ -49,7 +49,7 @@ use keelson_proto::mvccpb::{event::EventType, KeyValue};
 
 use super::{check_put, check_txn_request, Applier, Command, Response};
 use crate::alarm::Alarms;
-use crate::backend::{Backend, MemBackend, SledBackend, WriteBatch};
+use crate::backend::{Backend, MemBackend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lease::Lessor;
@@ -586,23 +586,7 @@ struct Harness {
     index: u64,
 }
 
-/// Opens sled in `dir`, waiting (bounded) for a previous handle's lock to go: sled releases
-/// its directory lock only when its last background job lets go of the database, which can be
-/// a moment after the last handle is dropped. A restarted process never sees this; an
-/// in-process reopen does, and there is no event to await.
-fn open_sled(dir: &std::path::Path) -> Result<SledBackend> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledBackend::open(dir) {
-            Err(Error::Io(m))
-                if m.contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            r => return r,
-        }
-    }
-}
+use crate::backend::open_sled_retrying as open_sled;
 
 fn open(disk: &Disk) -> Result<Applier> {
     let backend: Arc<dyn Backend> = match disk {

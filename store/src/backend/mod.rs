@@ -68,6 +68,26 @@ pub trait Backend: Send + Sync + 'static {
     fn defragment(&self) -> Result<()>;
 }
 
+/// Opens sled in `dir`, waiting (bounded) for a previous handle's lock to go: sled releases
+/// its directory lock only when its last background job lets go of the database, which can be
+/// a moment after the last handle is dropped. A restarted process never sees this; an
+/// in-process reopen in a test does, and there is no event to await.
+#[cfg(test)]
+pub(crate) fn open_sled_retrying(dir: &std::path::Path) -> Result<SledBackend> {
+    use crate::error::Error;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledBackend::open(dir) {
+            Err(Error::Io(m))
+                if m.contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{delete_event, put_event, Mvcc, Revision, RevisionEvents, WriteTxn};
-use crate::backend::{Backend, MemBackend, SledBackend, WriteBatch};
+use crate::backend::{Backend, MemBackend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
 
@@ -44,23 +44,7 @@ struct Db {
     mvcc: Mvcc,
 }
 
-/// Opens sled in `dir`, waiting (bounded) for a previous handle's lock to go: sled releases
-/// its directory lock only when its last background job lets go of the database, which can be
-/// a moment after the last handle is dropped. A restarted process never sees this; an
-/// in-process reopen does, and there is no event to await.
-fn open_sled(dir: &std::path::Path) -> Result<SledBackend> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledBackend::open(dir) {
-            Err(Error::Io(m))
-                if m.contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            r => return r,
-        }
-    }
-}
+use crate::backend::open_sled_retrying as open_sled;
 
 impl Db {
     fn new(kind: Kind) -> Db {
