@@ -39,6 +39,38 @@ pub trait Propose: Send + Sync + 'static {
     /// leader expires leases; a member that becomes leader gives every lease a fresh TTL first,
     /// as etcd's `Promote` does.
     fn is_leader(&self) -> bool;
+
+    /// Where the replicated log stands, for Maintenance.Status and response headers; `None`
+    /// for the single member (leader of term 2, its applied index as the raft index).
+    fn status(&self) -> Option<RaftStatus> {
+        None
+    }
+
+    /// The members of the group as the replicated membership describes them; `None` for the
+    /// single member (MemberList then describes it from its flags).
+    fn members(&self) -> Option<Vec<MemberInfo>> {
+        None
+    }
+}
+
+/// Where the replicated log stands on this member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// The member this one believes leads (0: none known).
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+}
+
+/// One member as MemberList describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
 }
 
 struct Proposal {
@@ -60,7 +92,17 @@ impl Node {
         let first = writer.applier.consistent_index()?;
         std::thread::Builder::new()
             .name("keelson-apply".into())
-            .spawn(move || apply_loop(writer, rx, first))
+            .spawn(move || {
+                // A panic here is a bug in apply; a member that keeps serving reads while it can
+                // never apply again is worse than one that stops (etcd's apply panics take the
+                // whole process down too), so the process exits and its supervisor restarts it
+                // from the durable state.
+                let run = std::panic::AssertUnwindSafe(|| apply_loop(writer, rx, first));
+                if std::panic::catch_unwind(run).is_err() {
+                    eprintln!("keelson: the apply thread panicked; stopping the member");
+                    std::process::abort();
+                }
+            })
             .map_err(Error::from)?;
         Ok(Node { tx })
     }
