@@ -107,6 +107,9 @@ struct StoreArgs {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
+    snapshot_count: u64,
 }
 
 #[derive(Subcommand)]
@@ -204,6 +207,7 @@ impl StoreArgs {
             listen_metrics_urls: self.listen_metrics_urls,
             election_timeout: Duration::from_millis(self.election_timeout),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            snapshot_count: self.snapshot_count,
         })
     }
 }
@@ -218,6 +222,34 @@ fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
             Ok((name.to_string(), url.to_string()))
         })
         .collect()
+}
+
+/// A member of a cluster of several: the store replicated with raft (`keelson-raft`).
+async fn start_replicated(cfg: StoreConfig) -> anyhow::Result<(Store, keelson_raft::RaftHandle)> {
+    let opts = keelson_raft::MemberOptions {
+        name: cfg.name.clone(),
+        data_dir: cfg
+            .data_dir
+            .clone()
+            .context("a replicated member needs a data dir")?,
+        initial_cluster: cfg.initial_cluster.clone(),
+        new_cluster: match cfg.initial_cluster_state.as_str() {
+            "new" => true,
+            "existing" => false,
+            other => bail!("unknown initial-cluster-state {other:?}"),
+        },
+        token: cfg.initial_cluster_token.clone(),
+        listen_peer_urls: cfg.listen_peer_urls.clone(),
+        advertise_client_urls: cfg.advertise_client_urls.clone(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        election_timeout: cfg.election_timeout,
+        snapshot_count: cfg.snapshot_count,
+        max_request_bytes: cfg.max_request_bytes,
+    };
+    let unstarted = Store::open_replicated(cfg).await?;
+    keelson_raft::start(unstarted, opts)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 #[tokio::main]
@@ -235,7 +267,18 @@ async fn main() -> anyhow::Result<()> {
         }) => r.run()?,
         Cmd::Store(args) => {
             let cfg = args.config()?;
-            let store = Store::open(cfg).await?;
+            let names: std::collections::BTreeSet<&str> = cfg
+                .initial_cluster
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            // A single member keeps its own group-commit log; more go through raft.
+            let (store, raft) = if names.len() > 1 {
+                let (store, raft) = start_replicated(cfg).await?;
+                (store, Some(raft))
+            } else {
+                (Store::open(cfg).await?, None)
+            };
             for a in store.client_addrs() {
                 tracing::info!("serving client requests on {a}");
             }
@@ -244,6 +287,9 @@ async fn main() -> anyhow::Result<()> {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
+            if let Some(raft) = raft {
+                raft.shutdown().await;
+            }
         }
     }
     Ok(())

@@ -1248,6 +1248,10 @@ fn maintenance() {
         .ctl("endpoint status -w json")
         .ctl("endpoint status -w fields")
         .ctl("endpoint status -w table")
+        // --cluster dials the advertised client URLs ("http://…"), which grpc-go sends as the
+        // HTTP/2 :authority; the server must accept that as etcd's does.
+        .ctl_ok("endpoint status --cluster -w table")
+        .ctl_ok("endpoint health --cluster")
         .ctl_ok("endpoint health")
         .ctl("endpoint health -w json")
         .ctl("endpoint health -w table")

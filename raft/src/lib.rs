@@ -12,6 +12,10 @@
 //! - `state_machine/`: [`StateMachine`], openraft's `RaftStateMachine`, over any store that
 //!   implements [`Apply`] (the contract keelson-store implements).
 //! - `outcome.rs`: what applying an entry answers, and its lossless wire form.
+//! - `proposer.rs`, `forward.rs`: [`RaftProposer`], the store's `Propose` over raft; writes
+//!   reaching a follower are forwarded to the leader over the peer transport.
+//! - `member.rs`: [`start`]: a replicated member from etcd's flags (the store's `Replica` as
+//!   the state machine, bootstrap from `--initial-cluster`, peer server, proposer).
 //!
 //! ## Durability: what is fsynced when
 //! openraft's safety rests on the log and the vote surviving a crash exactly as acknowledged:
@@ -38,18 +42,23 @@
 //! entry missing after replay, is loss of acknowledged data and opening fails with
 //! [`LogError::Corrupt`]: the member refuses to start rather than forget what it promised.
 
+mod forward;
 mod log;
 #[cfg(test)]
 mod mem_store;
+mod member;
 mod network;
 mod outcome;
 mod peer_service;
+mod proposer;
 mod state_machine;
 mod types;
 
 pub use log::{LogError, LogReader, LogStore, DEFAULT_SEGMENT_BYTES};
+pub use member::{initial_members, start, MemberOptions, RaftHandle, StoreRaft};
 pub use network::{PeerClient, PeerConfig, PeerNetwork};
 pub use peer_service::{serve_peers, PeerService};
+pub use proposer::RaftProposer;
 pub use state_machine::{AppliedState, Apply, SnapshotBuilder, StateMachine};
 pub use types::{
     Entry, LogId, Member, Membership, Outcome, Proposal, StoredMembership, TypeConfig, Vote,

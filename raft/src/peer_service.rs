@@ -7,6 +7,8 @@
 //!   undecodable one is refused with `INVALID_ARGUMENT` and never reaches openraft.
 //! - A snapshot is reassembled and verified in full (`network/snapshot.rs`) before
 //!   `Raft::install_full_snapshot` sees it; a refused one answers with the check that failed.
+//! - `Forward` carries a follower's client write to this member (`forward.rs`); it answers
+//!   in its payload whether it proposed it, so only transport failures are gRPC errors.
 //! - When the local raft has stopped, calls answer `UNAVAILABLE`, which the sender treats as an
 //!   unreachable member and backs off from.
 
@@ -134,6 +136,13 @@ where
     ) -> Result<Response<RaftMessage>, Status> {
         self.unary(req, "transfer-leader request", |raft, m| async move {
             raft.handle_transfer_leader(m).await
+        })
+        .await
+    }
+
+    async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.unary(req, "forward request", |raft, m| async move {
+            Ok::<_, std::convert::Infallible>(crate::forward::propose_here(&raft, m).await)
         })
         .await
     }

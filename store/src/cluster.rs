@@ -8,7 +8,8 @@ use sha1::{Digest, Sha1};
 
 use crate::config::StoreConfig;
 
-pub(crate) fn member_id(peer_urls: &[String], token: &str) -> u64 {
+/// A member's ID from its peer URLs and the cluster token, as etcd derives it.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let mut h = Sha1::new();

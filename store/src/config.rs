@@ -47,6 +47,8 @@ pub struct StoreConfig {
     pub election_timeout: Duration,
     /// `--heartbeat-interval`
     pub heartbeat_interval: Duration,
+    /// `--snapshot-count`: committed entries between two raft snapshots
+    pub snapshot_count: u64,
 }
 
 /// etcd's default quota when `--quota-backend-bytes` is 0.
@@ -72,6 +74,7 @@ impl Default for StoreConfig {
             listen_metrics_urls: vec![],
             election_timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(100),
+            snapshot_count: 100_000,
         }
     }
 }

@@ -157,7 +157,7 @@ impl Core {
             member_id: self.member_id,
             revision,
             // A single member wins the election of term 2, as a fresh etcd member does.
-            raft_term: 2,
+            raft_term: self.proposer().status().map_or(2, |s| s.term),
         })
     }
 

@@ -42,10 +42,11 @@ use std::sync::Arc;
 
 pub use apply::{Command, Response as ApplyResponse};
 pub use backend::{Backend, MemBackend, SledBackend, WriteBatch};
+pub use cluster::member_id;
 pub use config::{CompactionMode, StoreConfig};
 pub use error::{Error, Result};
 pub use mvcc::Revision;
-pub use node::Propose;
+pub use node::{MemberInfo, Propose, RaftStatus};
 pub use replica::Replica;
 pub use snapshot::{restore_snapshot, RestoreOptions, RestoreSummary};
 

@@ -39,7 +39,7 @@ impl ClusterService {
             cluster_id: self.core.cluster_id,
             member_id: self.core.member_id,
             revision: 0,
-            raft_term: 2,
+            raft_term: self.core.proposer().status().map_or(2, |s| s.term),
         })
     }
 
@@ -130,9 +130,24 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        // Under replication the membership comes from the log; a member's client URLs are
+        // known once it has published them (empty until then, as in etcd).
+        let members = match self.core.proposer().members() {
+            Some(ms) => ms
+                .into_iter()
+                .map(|m| Member {
+                    id: m.id,
+                    name: m.name,
+                    peer_ur_ls: m.peer_urls,
+                    client_ur_ls: m.client_urls,
+                    is_learner: m.is_learner,
+                })
+                .collect(),
+            None => vec![self.me()],
+        };
         Ok(Response::new(MemberListResponse {
             header: self.header(),
-            members: vec![self.me()],
+            members,
         }))
     }
 

@@ -134,14 +134,18 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let core = &self.core;
         let applied = core.applied_index();
+        let raft = core
+            .proposer()
+            .status()
+            .unwrap_or(keelson_status(core.member_id, applied));
         Ok(Response::new(StatusResponse {
             header: core.header(0),
             version: SERVER_VERSION.into(),
             db_size: core.backend.size() as i64,
-            leader: core.member_id,
-            raft_index: applied,
-            raft_term: 2,
-            raft_applied_index: applied,
+            leader: raft.leader,
+            raft_index: raft.commit_index,
+            raft_term: raft.term,
+            raft_applied_index: raft.applied_index,
             errors: core.alarms.list().iter().map(alarm_text).collect(),
             db_size_in_use: core.backend.size_in_use() as i64,
             is_learner: false,
@@ -252,6 +256,16 @@ impl Maintenance for MaintenanceService {
         Err(Status::unimplemented(
             "unknown method Downgrade for service etcdserverpb.Maintenance",
         ))
+    }
+}
+
+/// The single member's status: leader of term 2, its applied index as the raft index.
+fn keelson_status(me: u64, applied: u64) -> crate::node::RaftStatus {
+    crate::node::RaftStatus {
+        leader: me,
+        term: 2,
+        commit_index: applied,
+        applied_index: applied,
     }
 }
 

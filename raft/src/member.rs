@@ -1,0 +1,240 @@
+//! Starting a replicated member: the store's [`Replica`] as openraft's state machine, the
+//! durable log, the peer server and the proposer, wired together from etcd's flags.
+//!
+//! - Member IDs are etcd's (`keelson_store::member_id`: sha1 of the member's peer URLs and the
+//!   cluster token), so every member derives the same IDs from the same `--initial-cluster`.
+//! - Bootstrap: with `--initial-cluster-state new`, a member whose log is empty initializes
+//!   raft with the whole initial membership. Every member does so with the *same* membership
+//!   (names and peer URLs only; client URLs are published later by each member), which
+//!   openraft allows: identical initial configs cannot split the cluster. A member whose log
+//!   already holds entries (a restart) does nothing: the log knows the membership.
+//! - Data layout, as etcd's: `DIR/member/snap/db` the store, `DIR/member/wal` the raft log.
+//! - Timing follows etcd's flags: heartbeats every `--heartbeat-interval`, elections after a
+//!   random timeout in `[--election-timeout, 1.5 × --election-timeout)` (see `start`), pre-vote on (so a
+//!   partitioned member rejoining does not depose a healthy leader), a snapshot every
+//!   `--snapshot-count` entries keeping the last 5000 (etcd's catch-up entries) for slow
+//!   followers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keelson_store::{ApplyResponse, Command, Replica, Store, UnstartedStore};
+use openraft::{Config, Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+
+use crate::log::LogStore;
+use crate::network::{PeerConfig, PeerNetwork};
+use crate::peer_service::{serve_peers, PeerService};
+use crate::proposer::RaftProposer;
+use crate::state_machine::{Apply, StateMachine};
+use crate::types::{Member, TypeConfig};
+
+/// The raft of a member whose state machine is the store.
+pub type StoreRaft = Raft<TypeConfig, StateMachine<Replica>>;
+
+/// Entries kept in the log after a snapshot, so a briefly lagging follower catches up from the
+/// log rather than by a whole snapshot (etcd's `SnapshotCatchUpEntries`).
+const CATCH_UP_ENTRIES: u64 = 5000;
+
+impl Apply for Replica {
+    fn apply(
+        &self,
+        commands: Vec<(u64, Command)>,
+        applied: Vec<u8>,
+    ) -> keelson_store::Result<Vec<keelson_store::Result<ApplyResponse>>> {
+        self.apply_batch(commands, applied)
+    }
+
+    fn applied(&self) -> keelson_store::Result<Option<Vec<u8>>> {
+        self.raft_applied()
+    }
+
+    fn snapshot(&self) -> keelson_store::Result<(Option<Vec<u8>>, Vec<u8>)> {
+        Replica::snapshot(self)
+    }
+
+    fn restore(&self, snapshot: &[u8]) -> keelson_store::Result<()> {
+        Replica::restore(self, snapshot)
+    }
+}
+
+/// What a replicated member is started with (etcd's flags).
+pub struct MemberOptions {
+    /// `--name`
+    pub name: String,
+    /// `--data-dir`
+    pub data_dir: PathBuf,
+    /// `--initial-cluster` as (name, peer URL) pairs.
+    pub initial_cluster: Vec<(String, String)>,
+    /// `--initial-cluster-state new`
+    pub new_cluster: bool,
+    /// `--initial-cluster-token`
+    pub token: String,
+    /// `--listen-peer-urls`
+    pub listen_peer_urls: Vec<String>,
+    /// `--advertise-client-urls`
+    pub advertise_client_urls: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    /// `--snapshot-count`
+    pub snapshot_count: u64,
+    /// `--max-request-bytes`: the largest command, which a raft message must hold.
+    pub max_request_bytes: usize,
+}
+
+/// A started member's raft side: what must be stopped after the store stops serving.
+pub struct RaftHandle {
+    pub raft: StoreRaft,
+    /// This member's ID.
+    pub id: u64,
+    peer_stop: tokio::sync::watch::Sender<bool>,
+    peer_servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl RaftHandle {
+    /// Stops raft and the peer servers (after the store stopped serving clients).
+    pub async fn shutdown(self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        let _ = self.peer_stop.send(true);
+        for s in self.peer_servers {
+            let _ = s.await;
+        }
+    }
+}
+
+/// The initial membership from `--initial-cluster`: IDs derived as etcd derives them.
+pub fn initial_members(cluster: &[(String, String)], token: &str) -> BTreeMap<u64, Member> {
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, url) in cluster {
+        by_name.entry(name).or_default().push(url.clone());
+    }
+    by_name
+        .into_iter()
+        .map(|(name, peer_urls)| {
+            let id = keelson_store::member_id(&peer_urls, token);
+            let member = Member {
+                name: name.to_string(),
+                peer_urls,
+                client_urls: Vec::new(),
+            };
+            (id, member)
+        })
+        .collect()
+}
+
+/// Binds `http://host:port` peer URLs.
+async fn bind_peers(urls: &[String]) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for u in urls {
+        let addr = u
+            .strip_prefix("http://")
+            .ok_or_else(|| {
+                std::io::Error::other(format!("peer URL {u}: only http:// is supported"))
+            })?
+            .trim_end_matches('/');
+        out.push(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::other(format!("binding peer URL {u}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Starts raft over `unstarted`'s store, serves the peer URLs, bootstraps a new cluster and
+/// installs the proposer. The returned store is ready to serve clients.
+pub async fn start(
+    unstarted: UnstartedStore,
+    opts: MemberOptions,
+) -> Result<(Store, RaftHandle), Box<dyn std::error::Error + Send + Sync>> {
+    let members = initial_members(&opts.initial_cluster, &opts.token);
+    let (id, _) = members
+        .iter()
+        .find(|(_, m)| m.name == opts.name)
+        .ok_or_else(|| format!("--name {} is not in --initial-cluster", opts.name))?;
+    let id = *id;
+    let et = opts.election_timeout.as_millis() as u64;
+    let config = Config {
+        cluster_name: "keelson".into(),
+        heartbeat_interval: opts.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: et,
+        // Not etcd's [t, 2t): openraft's followers refuse votes until `election_timeout_max`
+        // after the last heartbeat (its leader lease), so the first candidate, timing out
+        // before that, is always refused and the election takes a second timeout. With
+        // [t, 1.5t) a leader's failure is repaired within about 3t, as with etcd's [t, 2t)
+        // and its lease of t; the half-t spread still keeps split votes rare.
+        election_timeout_max: et + (et / 2).max(1),
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_count.max(1)),
+        max_in_snapshot_log_to_keep: CATCH_UP_ENTRIES.min(opts.snapshot_count),
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    let config = Arc::new(config.validate()?);
+    let peer = PeerConfig {
+        max_message_bytes: (64usize << 20).max(2 * opts.max_request_bytes + (64 << 10)),
+        snapshot_timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let listeners = bind_peers(&opts.listen_peer_urls).await?;
+    let log = LogStore::open(opts.data_dir.join("member").join("wal")).await?;
+    let sm = StateMachine::new(Arc::new(unstarted.replica())).await?;
+    let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
+
+    let (peer_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut peer_servers = Vec::new();
+    for l in listeners {
+        tracing::info!(member = %format!("{id:x}"), "serving peer requests on {:?}", l.local_addr());
+        let service = PeerService::new(raft.clone(), id, peer.clone());
+        let mut rx = stop_rx.clone();
+        peer_servers.push(tokio::spawn(serve_peers(service, l, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })));
+    }
+
+    if opts.new_cluster && !raft.is_initialized().await? {
+        tracing::info!(
+            "bootstrapping a new cluster of {} members: {:x?}",
+            members.len(),
+            members.keys().collect::<Vec<_>>()
+        );
+        if let Err(e) = raft.initialize(members).await {
+            // Another member's identical initialization reached us first.
+            tracing::info!("initialize: {e}");
+        }
+    }
+
+    let proposer = RaftProposer::new(
+        raft.clone(),
+        id,
+        peer,
+        opts.election_timeout,
+        opts.heartbeat_interval,
+    );
+    let me = Member {
+        name: opts.name.clone(),
+        peer_urls: opts
+            .initial_cluster
+            .iter()
+            .filter(|(n, _)| *n == opts.name)
+            .map(|(_, u)| u.clone())
+            .collect(),
+        client_urls: opts.advertise_client_urls.clone(),
+    };
+    let publisher = proposer.clone();
+    tokio::spawn(async move { publisher.publish(me).await });
+    let store = unstarted.start(Arc::new(proposer));
+    Ok((
+        store,
+        RaftHandle {
+            raft,
+            id,
+            peer_stop,
+            peer_servers,
+        },
+    ))
+}

@@ -1,0 +1,216 @@
+//! [`RaftProposer`]: the store's `Propose` over the replicated log.
+//!
+//! A write is proposed on this member's raft; if this member does not lead, it is forwarded to
+//! the leader (`forward.rs`), and once the leader answers, this member waits until it has
+//! applied the entry itself, so a client reading here afterwards sees its write. Clients never
+//! need to know who leads.
+//!
+//! While there is no usable leader (an election, a leader whose quorum lease lapsed, a leader
+//! transfer, the leader unreachable) the write is retried every backoff until the request's
+//! deadline (etcd's request timeout: 5 s plus two election timeouts). Then it fails as etcd's
+//! would: `NoLeader` when no leader is known, `Timeout` otherwise; a write whose entry a new
+//! leader overwrote fails with `LeaderChanged`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use keelson_store::{ApplyResponse, Command, Error, MemberInfo, Propose, RaftStatus};
+use openraft::async_runtime::WatchReceiver;
+use openraft::storage::RaftStateMachine;
+use openraft::Raft;
+use tokio::time::Instant;
+
+use crate::forward::{propose_here, ForwardReply, ForwardRequest, Forwarder, SendError};
+use crate::network::PeerConfig;
+use crate::types::{Member, Outcome, TypeConfig};
+
+/// The proposer of a replicated member. Cheap to clone.
+pub struct RaftProposer<SM: RaftStateMachine<TypeConfig>> {
+    inner: Arc<Inner<SM>>,
+}
+
+impl<SM: RaftStateMachine<TypeConfig>> Clone for RaftProposer<SM> {
+    fn clone(&self) -> Self {
+        RaftProposer {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<SM: RaftStateMachine<TypeConfig>> {
+    raft: Raft<TypeConfig, SM>,
+    me: u64,
+    forwarder: Forwarder,
+    request_timeout: Duration,
+    backoff: Duration,
+}
+
+impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
+    /// The proposer of member `me`. `election_timeout` and `heartbeat` are the member's raft
+    /// timing; `peer` the transport limits (forwarded writes obey them too).
+    pub fn new(
+        raft: Raft<TypeConfig, SM>,
+        me: u64,
+        peer: PeerConfig,
+        election_timeout: Duration,
+        heartbeat: Duration,
+    ) -> RaftProposer<SM> {
+        RaftProposer {
+            inner: Arc::new(Inner {
+                raft,
+                me,
+                forwarder: Forwarder::new(peer),
+                // etcd's ReqTimeout: 5 s plus two election timeouts.
+                request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+                backoff: heartbeat.max(Duration::from_millis(10)),
+            }),
+        }
+    }
+
+    /// Describes this member (`member`: its name and URLs) in the replicated membership,
+    /// retrying until it is or raft stops. Run it once after start: `--initial-cluster` carries
+    /// only peer URLs, so the others learn this member's client URLs from this entry.
+    pub async fn publish(&self, member: Member) {
+        let inner = &self.inner;
+        loop {
+            let req = ForwardRequest::Publish {
+                id: inner.me,
+                member: member.clone(),
+            };
+            match inner.write(req).await {
+                Ok(Outcome::Done) => {
+                    let m = inner.raft.metrics();
+                    let m = m.borrow_watched();
+                    if m.membership_config.membership().get_node(&inner.me) == Some(&member) {
+                        tracing::info!(member = inner.me, "published {member:?}");
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(Error::Stopped) => return,
+                Err(e) => tracing::debug!("publishing this member: {e}; retrying"),
+            }
+            tokio::time::sleep(inner.backoff).await;
+        }
+    }
+}
+
+impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
+    /// Proposes `req` here or on the leader, retrying while that is safe (see `forward.rs`),
+    /// and waits until this member applied it.
+    async fn write(&self, req: ForwardRequest) -> Result<Outcome, Error> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let reply = match propose_here(&self.raft, req.clone()).await {
+                ForwardReply::NotLeader {
+                    leader: Some(leader),
+                } if leader != self.me => self.forward(leader, &req, deadline).await?,
+                other => other,
+            };
+            match reply {
+                ForwardReply::Applied { index, outcome } => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.raft
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "forwarded write applied here")
+                        .await
+                        .map_err(|_| Error::Timeout)?;
+                    return Ok(outcome);
+                }
+                ForwardReply::Failed(e) => return Err(e),
+                ForwardReply::NotLeader { .. } => {
+                    if Instant::now() + self.backoff >= deadline {
+                        let leader = self.raft.metrics().borrow_watched().current_leader;
+                        return Err(match leader {
+                            Some(_) => Error::Timeout,
+                            None => Error::NoLeader,
+                        });
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `req` to `leader`; a request the leader never saw comes back as `NotLeader`, so
+    /// the caller retries it.
+    async fn forward(
+        &self,
+        leader: u64,
+        req: &ForwardRequest,
+        deadline: Instant,
+    ) -> Result<ForwardReply, Error> {
+        let node = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config.membership().get_node(&leader).cloned()
+        };
+        let Some(node) = node else {
+            return Ok(ForwardReply::NotLeader { leader: None });
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.forwarder.send(leader, &node, req, left).await {
+            Ok(reply) => Ok(reply),
+            Err(SendError::NotSent(why)) => {
+                tracing::debug!("forwarding to leader {leader:x}: {why}; retrying");
+                Ok(ForwardReply::NotLeader { leader: None })
+            }
+            Err(SendError::Unknown(why)) => {
+                tracing::warn!("forwarding to leader {leader:x}: {why}");
+                Err(Error::Timeout)
+            }
+        }
+    }
+}
+
+impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
+    fn propose(&self, cmd: Command) -> BoxFuture<'static, keelson_store::Result<ApplyResponse>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let req = ForwardRequest::Command(Bytes::from(cmd.encode()));
+            match inner.write(req).await? {
+                Outcome::Applied(r) => Ok(r),
+                Outcome::Rejected(e) => Err(e),
+                Outcome::Done => Err(Error::InvalidArgument(
+                    "a command's entry answered without a response".into(),
+                )),
+            }
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.raft.is_leader()
+    }
+
+    fn status(&self) -> Option<RaftStatus> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        Some(RaftStatus {
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index: m.local_committed.map_or(0, |c| c.index),
+            applied_index: m.last_applied.map_or(0, |a| a.index),
+        })
+    }
+
+    fn members(&self) -> Option<Vec<MemberInfo>> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        Some(
+            membership
+                .nodes()
+                .map(|(id, node)| MemberInfo {
+                    id: *id,
+                    name: node.name.clone(),
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls: node.client_urls.clone(),
+                    is_learner: !voters.contains(id),
+                })
+                .collect(),
+        )
+    }
+}
