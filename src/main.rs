@@ -110,6 +110,10 @@ struct StoreArgs {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
     snapshot_count: u64,
+    /// Serve linearizable reads on the leader from its leader lease instead of a quorum round
+    /// (faster; assumes clocks run at about the same rate on every member).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_READ")]
+    experimental_lease_read: bool,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +212,7 @@ impl StoreArgs {
             election_timeout: Duration::from_millis(self.election_timeout),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             snapshot_count: self.snapshot_count,
+            experimental_lease_read: self.experimental_lease_read,
         })
     }
 }
@@ -245,6 +250,7 @@ async fn start_replicated(cfg: StoreConfig) -> anyhow::Result<(Store, keelson_ra
         election_timeout: cfg.election_timeout,
         snapshot_count: cfg.snapshot_count,
         max_request_bytes: cfg.max_request_bytes,
+        lease_read: cfg.experimental_lease_read,
     };
     let unstarted = Store::open_replicated(cfg).await?;
     keelson_raft::start(unstarted, opts)

@@ -131,8 +131,9 @@ pub(crate) enum SendError {
     Unknown(String),
 }
 
-/// Sends forwarded requests to the leader, over one cached connection per member (separate from
-/// the replication connections, so a burst of forwarded writes does not delay heartbeats).
+/// Sends forwarded requests (writes, read-index and lease calls) to the leader, over one cached
+/// connection per member (separate from the replication connections, so a burst of forwarded
+/// requests does not delay heartbeats).
 pub(crate) struct Forwarder {
     cfg: Arc<PeerConfig>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
@@ -176,6 +177,22 @@ impl Forwarder {
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardReply, SendError> {
+        self.call(Rpc::Forward, target, node, req, timeout).await
+    }
+
+    /// Makes call `rpc` with `req` on member `target`, waiting at most `timeout` for the answer.
+    pub(crate) async fn call<Req, Resp>(
+        &self,
+        rpc: Rpc,
+        target: u64,
+        node: &Member,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, SendError>
+    where
+        Req: Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
         let channel = self.channel(target, node)?;
         let max = self.cfg.max_frame_bytes();
         let mut client = RaftPeerClient::new(channel)
@@ -187,8 +204,16 @@ impl Forwarder {
         let id = MetadataValue::try_from(format!("{target:x}"))
             .expect("a hex number is a valid header value");
         call.metadata_mut().insert(TARGET_HEADER, id);
-        let answer = match tokio::time::timeout(timeout, client.forward(call)).await {
-            Err(_) => return Err(SendError::Unknown("forwarding timed out".into())),
+        let answer = match rpc {
+            Rpc::Forward => tokio::time::timeout(timeout, client.forward(call)).await,
+            Rpc::ReadIndex => tokio::time::timeout(timeout, client.read_index(call)).await,
+            Rpc::LeaseRenew => tokio::time::timeout(timeout, client.lease_renew(call)).await,
+            Rpc::LeaseTimeToLive => {
+                tokio::time::timeout(timeout, client.lease_time_to_live(call)).await
+            }
+        };
+        let answer = match answer {
+            Err(_) => return Err(SendError::Unknown(format!("{rpc:?} timed out"))),
             Ok(Ok(a)) => a,
             Ok(Err(s)) => {
                 let why = format!("member {target:x}: {:?}: {}", s.code(), s.message());
@@ -204,4 +229,13 @@ impl Forwarder {
         };
         decode(&answer.into_inner().payload, "forward answer").map_err(SendError::Unknown)
     }
+}
+
+/// The peer calls a [`Forwarder`] makes on the leader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rpc {
+    Forward,
+    ReadIndex,
+    LeaseRenew,
+    LeaseTimeToLive,
 }

@@ -14,6 +14,8 @@
 //! - `outcome.rs`: what applying an entry answers, and its lossless wire form.
 //! - `proposer.rs`, `forward.rs`: [`RaftProposer`], the store's `Propose` over raft; writes
 //!   reaching a follower are forwarded to the leader over the peer transport.
+//! - `leader.rs`, `read.rs`: linearizable reads on any member (the leader's read index, in
+//!   rounds shared by concurrent readers) and the leader's lease clock reached from any member.
 //! - `member.rs`: [`start`]: a replicated member from etcd's flags (the store's `Replica` as
 //!   the state machine, bootstrap from `--initial-cluster`, peer server, proposer).
 //!
@@ -43,6 +45,7 @@
 //! [`LogError::Corrupt`]: the member refuses to start rather than forget what it promised.
 
 mod forward;
+mod leader;
 mod log;
 #[cfg(test)]
 mod mem_store;
@@ -51,14 +54,16 @@ mod network;
 mod outcome;
 mod peer_service;
 mod proposer;
+mod read;
 mod state_machine;
 mod types;
 
+pub use leader::LeaseClock;
 pub use log::{LogError, LogReader, LogStore, DEFAULT_SEGMENT_BYTES};
 pub use member::{initial_members, start, MemberOptions, RaftHandle, StoreRaft};
 pub use network::{PeerClient, PeerConfig, PeerNetwork};
 pub use peer_service::{serve_peers, PeerService};
-pub use proposer::RaftProposer;
+pub use proposer::{RaftProposer, ReadOptions};
 pub use state_machine::{AppliedState, Apply, SnapshotBuilder, StateMachine};
 pub use types::{
     Entry, LogId, Member, Membership, Outcome, Proposal, StoredMembership, TypeConfig, Vote,

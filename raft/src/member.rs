@@ -24,10 +24,11 @@ use keelson_store::{ApplyResponse, Command, Replica, Store, UnstartedStore};
 use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
 
+use crate::leader::LeaseClock;
 use crate::log::LogStore;
 use crate::network::{PeerConfig, PeerNetwork};
 use crate::peer_service::{serve_peers, PeerService};
-use crate::proposer::RaftProposer;
+use crate::proposer::{RaftProposer, ReadOptions};
 use crate::state_machine::{Apply, StateMachine};
 use crate::types::{Member, TypeConfig};
 
@@ -60,6 +61,16 @@ impl Apply for Replica {
     }
 }
 
+impl LeaseClock for Replica {
+    fn renew(&self, id: i64) -> keelson_store::Result<i64> {
+        self.renew_lease(id)
+    }
+
+    fn time_to_live(&self, id: i64) -> keelson_store::Result<keelson_store::LeaseStatus> {
+        self.lease_time_to_live(id)
+    }
+}
+
 /// What a replicated member is started with (etcd's flags).
 pub struct MemberOptions {
     /// `--name`
@@ -82,6 +93,8 @@ pub struct MemberOptions {
     pub snapshot_count: u64,
     /// `--max-request-bytes`: the largest command, which a raft message must hold.
     pub max_request_bytes: usize,
+    /// `--experimental-lease-read`
+    pub lease_read: bool,
 }
 
 /// A started member's raft side: what must be stopped after the store stops serving.
@@ -182,14 +195,16 @@ pub async fn start(
     };
     let listeners = bind_peers(&opts.listen_peer_urls).await?;
     let log = LogStore::open(opts.data_dir.join("member").join("wal")).await?;
-    let sm = StateMachine::new(Arc::new(unstarted.replica())).await?;
+    let replica = Arc::new(unstarted.replica());
+    let leases: Arc<dyn LeaseClock> = replica.clone();
+    let sm = StateMachine::new(replica).await?;
     let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
 
     let (peer_stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut peer_servers = Vec::new();
     for l in listeners {
         tracing::info!(member = %format!("{id:x}"), "serving peer requests on {:?}", l.local_addr());
-        let service = PeerService::new(raft.clone(), id, peer.clone());
+        let service = PeerService::new(raft.clone(), id, peer.clone()).with_leases(leases.clone());
         let mut rx = stop_rx.clone();
         peer_servers.push(tokio::spawn(serve_peers(service, l, async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -214,6 +229,10 @@ pub async fn start(
         peer,
         opts.election_timeout,
         opts.heartbeat_interval,
+        ReadOptions {
+            leases,
+            lease_read: opts.lease_read,
+        },
     );
     let me = Member {
         name: opts.name.clone(),

@@ -9,9 +9,14 @@
 //!   `Raft::install_full_snapshot` sees it; a refused one answers with the check that failed.
 //! - `Forward` carries a follower's client write to this member (`forward.rs`); it answers
 //!   in its payload whether it proposed it, so only transport failures are gRPC errors.
+//! - `ReadIndex`, `LeaseRenew` and `LeaseTimeToLive` ask this member, as leader, for a read
+//!   index or its lease clock (`leader.rs`); a member that does not lead says whom it believes
+//!   leads, in the payload. A service without a lease clock answers the lease calls
+//!   `UNIMPLEMENTED`.
 //! - When the local raft has stopped, calls answer `UNAVAILABLE`, which the sender treats as an
 //!   unreachable member and backs off from.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -26,6 +31,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::leader::{
+    on_lease_clock, read_index_here, LeaseClock, LeaseRequest, LeaseTtl, ReadIndexRequest,
+};
 use crate::network::{decode, encode, snapshot, PeerConfig, TARGET_HEADER};
 use crate::types::TypeConfig;
 
@@ -34,6 +42,7 @@ pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
     raft: Raft<TypeConfig, SM>,
     me: u64,
     cfg: Arc<PeerConfig>,
+    leases: Option<Arc<dyn LeaseClock>>,
 }
 
 impl<SM> PeerService<SM>
@@ -46,7 +55,20 @@ where
             raft,
             me,
             cfg: Arc::new(cfg),
+            leases: None,
         }
+    }
+
+    /// Serves the lease calls from `leases`, this member's lease clock.
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseClock>) -> PeerService<SM> {
+        self.leases = Some(leases);
+        self
+    }
+
+    fn lease_clock(&self) -> Result<Arc<dyn LeaseClock>, Status> {
+        self.leases.clone().ok_or_else(|| {
+            Status::unimplemented(format!("member {:x} serves no lease calls", self.me))
+        })
     }
 
     /// The tonic service, with the message size limit applied.
@@ -142,8 +164,51 @@ where
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.unary(req, "forward request", |raft, m| async move {
-            Ok::<_, std::convert::Infallible>(crate::forward::propose_here(&raft, m).await)
+            Ok::<_, Infallible>(crate::forward::propose_here(&raft, m).await)
         })
+        .await
+    }
+
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.unary(
+            req,
+            "read-index request",
+            |raft, m: ReadIndexRequest| async move {
+                Ok::<_, Infallible>(read_index_here(&raft, m.lease_read).await)
+            },
+        )
+        .await
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let leases = self.lease_clock()?;
+        self.unary(
+            req,
+            "lease renew request",
+            |raft, m: LeaseRequest| async move {
+                Ok::<_, Infallible>(on_lease_clock(&raft, || leases.renew(m.id)))
+            },
+        )
+        .await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let leases = self.lease_clock()?;
+        self.unary(
+            req,
+            "lease time-to-live request",
+            |raft, m: LeaseRequest| async move {
+                Ok::<_, Infallible>(on_lease_clock(&raft, || {
+                    leases.time_to_live(m.id).map(LeaseTtl::from)
+                }))
+            },
+        )
         .await
     }
 

@@ -10,20 +10,31 @@
 //! deadline (etcd's request timeout: 5 s plus two election timeouts). Then it fails as etcd's
 //! would: `NoLeader` when no leader is known, `Timeout` otherwise; a write whose entry a new
 //! leader overwrote fails with `LeaderChanged`.
+//!
+//! A linearizable read's barrier gets the leader's read index (here or from the leader,
+//! `leader.rs`), in rounds shared by concurrent readers (`read.rs`), then waits until this
+//! member has applied that index. Lease renewals and TimeToLive are answered by the leader's
+//! lease clock the same way. These requests are safe to repeat, so any failure is retried
+//! until the deadline, with the same errors at the end.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use keelson_store::{ApplyResponse, Command, Error, MemberInfo, Propose, RaftStatus};
+use keelson_store::{ApplyResponse, Command, Error, LeaseStatus, MemberInfo, Propose, RaftStatus};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 use tokio::time::Instant;
 
-use crate::forward::{propose_here, ForwardReply, ForwardRequest, Forwarder, SendError};
+use crate::forward::{propose_here, ForwardReply, ForwardRequest, Forwarder, Rpc, SendError};
+use crate::leader::{
+    on_lease_clock, read_index_here, LeaderReply, LeaseClock, LeaseRequest, LeaseTtl,
+    ReadIndexRequest,
+};
 use crate::network::PeerConfig;
+use crate::read::ReadRounds;
 use crate::types::{Member, Outcome, TypeConfig};
 
 /// The proposer of a replicated member. Cheap to clone.
@@ -45,17 +56,30 @@ struct Inner<SM: RaftStateMachine<TypeConfig>> {
     forwarder: Forwarder,
     request_timeout: Duration,
     backoff: Duration,
+    leases: Arc<dyn LeaseClock>,
+    /// `--experimental-lease-read`
+    lease_read: bool,
+    reads: Arc<ReadRounds>,
+}
+
+/// How a [`RaftProposer`] reads and keeps lease time.
+pub struct ReadOptions {
+    /// This member's lease clock (used while it leads).
+    pub leases: Arc<dyn LeaseClock>,
+    /// `--experimental-lease-read`: see `leader.rs`.
+    pub lease_read: bool,
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
     /// The proposer of member `me`. `election_timeout` and `heartbeat` are the member's raft
-    /// timing; `peer` the transport limits (forwarded writes obey them too).
+    /// timing; `peer` the transport limits (forwarded requests obey them too).
     pub fn new(
         raft: Raft<TypeConfig, SM>,
         me: u64,
         peer: PeerConfig,
         election_timeout: Duration,
         heartbeat: Duration,
+        read: ReadOptions,
     ) -> RaftProposer<SM> {
         RaftProposer {
             inner: Arc::new(Inner {
@@ -65,6 +89,9 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
                 // etcd's ReqTimeout: 5 s plus two election timeouts.
                 request_timeout: Duration::from_secs(5) + 2 * election_timeout,
                 backoff: heartbeat.max(Duration::from_millis(10)),
+                leases: read.leases,
+                lease_read: read.lease_read,
+                reads: Arc::default(),
             }),
         }
     }
@@ -122,16 +149,98 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
                 ForwardReply::Failed(e) => return Err(e),
                 ForwardReply::NotLeader { .. } => {
                     if Instant::now() + self.backoff >= deadline {
-                        let leader = self.raft.metrics().borrow_watched().current_leader;
-                        return Err(match leader {
-                            Some(_) => Error::Timeout,
-                            None => Error::NoLeader,
-                        });
+                        return Err(self.deadline_error());
                     }
                     tokio::time::sleep(self.backoff).await;
                 }
             }
         }
+    }
+
+    /// Answers a request only the leader can serve: `here` on this member, else `rpc` with
+    /// `req` on the member believed to lead, retried after any failure until `deadline`.
+    async fn ask_leader<T, Req, F, Fut>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        deadline: Instant,
+        here: F,
+    ) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned,
+        Req: serde::Serialize,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = LeaderReply<T>>,
+    {
+        loop {
+            let reply = match here().await {
+                LeaderReply::NotLeader {
+                    leader: Some(leader),
+                } if leader != self.me => self.call_leader(rpc, leader, req, deadline).await,
+                other => other,
+            };
+            match reply {
+                LeaderReply::Done(v) => return Ok(v),
+                LeaderReply::Failed(e) => return Err(e),
+                LeaderReply::NotLeader { .. } => {
+                    if Instant::now() + self.backoff >= deadline {
+                        return Err(self.deadline_error());
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                }
+            }
+        }
+    }
+
+    /// `rpc` on member `leader`; any failure is `NotLeader`, for the caller to retry.
+    async fn call_leader<T, Req>(
+        &self,
+        rpc: Rpc,
+        leader: u64,
+        req: &Req,
+        deadline: Instant,
+    ) -> LeaderReply<T>
+    where
+        T: serde::de::DeserializeOwned,
+        Req: serde::Serialize,
+    {
+        let Some(node) = self.node(leader) else {
+            return LeaderReply::NotLeader { leader: None };
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.forwarder.call(rpc, leader, &node, req, left).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!("{rpc:?} on leader {leader:x}: {e:?}; retrying");
+                LeaderReply::NotLeader { leader: None }
+            }
+        }
+    }
+
+    /// The error of a request whose deadline passed without a usable leader (etcd's).
+    fn deadline_error(&self) -> Error {
+        match self.raft.metrics().borrow_watched().current_leader {
+            Some(_) => Error::Timeout,
+            None => Error::NoLeader,
+        }
+    }
+
+    fn node(&self, id: u64) -> Option<Member> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// One read-index round (`read.rs`): the leader's read index.
+    async fn read_index(&self) -> Result<u64, Error> {
+        let deadline = Instant::now() + self.request_timeout;
+        let req = ReadIndexRequest {
+            lease_read: self.lease_read,
+        };
+        self.ask_leader(Rpc::ReadIndex, &req, deadline, || {
+            read_index_here(&self.raft, self.lease_read)
+        })
+        .await
     }
 
     /// Sends `req` to `leader`; a request the leader never saw comes back as `NotLeader`, so
@@ -142,12 +251,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
         req: &ForwardRequest,
         deadline: Instant,
     ) -> Result<ForwardReply, Error> {
-        let node = {
-            let m = self.raft.metrics();
-            let m = m.borrow_watched();
-            m.membership_config.membership().get_node(&leader).cloned()
-        };
-        let Some(node) = node else {
+        let Some(node) = self.node(leader) else {
             return Ok(ForwardReply::NotLeader { leader: None });
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -182,6 +286,62 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
 
     fn is_leader(&self) -> bool {
         self.inner.raft.is_leader()
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'static, keelson_store::Result<()>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let deadline = Instant::now() + inner.request_timeout;
+            let round = {
+                let inner = Arc::clone(&inner);
+                move || {
+                    let inner = Arc::clone(&inner);
+                    async move { inner.read_index().await }
+                }
+            };
+            let index = match tokio::time::timeout_at(deadline, inner.reads.join(round)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(inner.deadline_error()),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            inner
+                .raft
+                .wait(Some(left))
+                .applied_index_at_least(Some(index), "read index applied here")
+                .await
+                .map_err(|_| Error::Timeout)?;
+            Ok(())
+        })
+    }
+
+    fn renew_lease(&self, id: i64) -> Option<BoxFuture<'static, keelson_store::Result<i64>>> {
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(async move {
+            let deadline = Instant::now() + inner.request_timeout;
+            inner
+                .ask_leader(Rpc::LeaseRenew, &LeaseRequest { id }, deadline, || {
+                    std::future::ready(on_lease_clock(&inner.raft, || inner.leases.renew(id)))
+                })
+                .await
+        }))
+    }
+
+    fn lease_time_to_live(
+        &self,
+        id: i64,
+    ) -> Option<BoxFuture<'static, keelson_store::Result<LeaseStatus>>> {
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(async move {
+            let deadline = Instant::now() + inner.request_timeout;
+            let ttl: LeaseTtl = inner
+                .ask_leader(Rpc::LeaseTimeToLive, &LeaseRequest { id }, deadline, || {
+                    std::future::ready(on_lease_clock(&inner.raft, || {
+                        inner.leases.time_to_live(id).map(LeaseTtl::from)
+                    }))
+                })
+                .await?;
+            Ok(ttl.into())
+        }))
     }
 
     fn status(&self) -> Option<RaftStatus> {

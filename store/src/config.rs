@@ -49,6 +49,10 @@ pub struct StoreConfig {
     pub heartbeat_interval: Duration,
     /// `--snapshot-count`: committed entries between two raft snapshots
     pub snapshot_count: u64,
+    /// `--experimental-lease-read`: the leader answers linearizable reads from its leader lease
+    /// (no quorum round while a quorum acknowledged it within the lease) instead of ReadIndex.
+    /// Faster, but correct only while clocks run at about the same rate on every member.
+    pub experimental_lease_read: bool,
 }
 
 /// etcd's default quota when `--quota-backend-bytes` is 0.
@@ -75,6 +79,7 @@ impl Default for StoreConfig {
             election_timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(100),
             snapshot_count: 100_000,
+            experimental_lease_read: false,
         }
     }
 }

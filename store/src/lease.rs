@@ -32,10 +32,13 @@ pub(crate) struct Lease {
 
 /// What `TimeToLive` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LeaseStatus {
-    pub(crate) remaining: i64,
-    pub(crate) granted: i64,
-    pub(crate) keys: Vec<Bytes>,
+pub struct LeaseStatus {
+    /// Seconds left before the lease expires, by the clock of the member keeping lease time.
+    pub remaining: i64,
+    /// The TTL granted.
+    pub granted: i64,
+    /// The keys attached, sorted.
+    pub keys: Vec<Bytes>,
 }
 
 pub(crate) struct Lessor {

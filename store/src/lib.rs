@@ -45,6 +45,7 @@ pub use backend::{Backend, MemBackend, SledBackend, WriteBatch};
 pub use cluster::member_id;
 pub use config::{CompactionMode, StoreConfig};
 pub use error::{Error, Result};
+pub use lease::LeaseStatus;
 pub use mvcc::Revision;
 pub use node::{MemberInfo, Propose, RaftStatus};
 pub use replica::Replica;

@@ -12,7 +12,9 @@
 //!   uses the same [`Writer`].
 //!
 //! The proposer also says whether this member leads: only the leader keeps lease time and
-//! proposes the revokes of expired leases (`Core::spawn_lease_expiry`).
+//! proposes the revokes of expired leases (`Core::spawn_lease_expiry`). A member that does not
+//! lead reaches the leader's lease clock through its proposer (KeepAlive, TimeToLive), and a
+//! linearizable read passes the proposer's read barrier before reading local state.
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{Command, Response, Writer};
 use crate::error::{Error, Result};
+use crate::lease::LeaseStatus;
 
 /// The most commands applied under one fsync.
 const MAX_GROUP: usize = 1024;
@@ -39,6 +42,27 @@ pub trait Propose: Send + Sync + 'static {
     /// leader expires leases; a member that becomes leader gives every lease a fresh TTL first,
     /// as etcd's `Promote` does.
     fn is_leader(&self) -> bool;
+
+    /// Resolves once this member has applied everything committed before the call: the
+    /// barrier a linearizable read passes before reading the local state (etcd's ReadIndex).
+    /// Errors as `propose`'s (`NoLeader`, `Timeout`, `Stopped`). The single member's local
+    /// state *is* its log's state, so its barrier is immediate.
+    fn read_barrier(&self) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Renews lease `id` on the member that keeps lease time (the leader), answering the TTL it
+    /// renewed to, or `LeaseNotFound`. `None`: this member keeps lease time itself (the single
+    /// member), so the caller renews with its own lessor.
+    fn renew_lease(&self, _id: i64) -> Option<BoxFuture<'static, Result<i64>>> {
+        None
+    }
+
+    /// Lease `id` as the member that keeps lease time sees it (TimeToLive); `None` as for
+    /// [`Propose::renew_lease`].
+    fn lease_time_to_live(&self, _id: i64) -> Option<BoxFuture<'static, Result<LeaseStatus>>> {
+        None
+    }
 
     /// Where the replicated log stands, for Maintenance.Status and response headers; `None`
     /// for the single member (leader of term 2, its applied index as the raft index).
@@ -161,6 +185,18 @@ pub(crate) struct NotStarted;
 impl Propose for NotStarted {
     fn propose(&self, _: Command) -> BoxFuture<'static, Result<Response>> {
         Box::pin(async { Err(Error::NoLeader) })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Err(Error::NoLeader) })
+    }
+
+    fn renew_lease(&self, _: i64) -> Option<BoxFuture<'static, Result<i64>>> {
+        Some(Box::pin(async { Err(Error::NoLeader) }))
+    }
+
+    fn lease_time_to_live(&self, _: i64) -> Option<BoxFuture<'static, Result<LeaseStatus>>> {
+        Some(Box::pin(async { Err(Error::NoLeader) }))
     }
 
     fn is_leader(&self) -> bool {

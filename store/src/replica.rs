@@ -107,6 +107,17 @@ impl Replica {
         self.core.applied_index()
     }
 
+    /// Renews lease `id`'s deadline in this member's lessor (KeepAlive reaching the leader,
+    /// which keeps lease time): its TTL, or `LeaseNotFound` (unknown, or already expired).
+    pub fn renew_lease(&self, id: i64) -> Result<i64> {
+        self.core.lessor.renew(id)
+    }
+
+    /// Lease `id` as this member's lessor sees it (TimeToLive reaching the leader).
+    pub fn lease_time_to_live(&self, id: i64) -> Result<crate::LeaseStatus> {
+        self.core.lessor.time_to_live(id)
+    }
+
     /// A consistent copy of the whole store, taken between two batches, and the
     /// `raft_applied` blob it holds. Blocking; runs alongside batches (it does not stop them
     /// unless writes keep landing during its scan).

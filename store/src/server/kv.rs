@@ -2,7 +2,10 @@
 //!
 //! Validation that etcd does in its gRPC layer (`v3rpc/key.go`) happens here, before a
 //! proposal; everything that depends on state happens in apply. Ranges are served locally at
-//! the current (durable) revision; a single member's local read is linearizable.
+//! the current (durable) revision. A linearizable Range (not `serializable`) first passes the
+//! proposer's read barrier, so it sees every write committed before it arrived on any member
+//! (the single member's barrier is immediate); a serializable one reads whatever this member
+//! has applied. A Txn, even one of ranges only, goes through the log as etcd 3.4's does.
 
 use std::sync::Arc;
 
@@ -44,7 +47,16 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        Ok(Response::new(KvService::range(self, req.get_ref())?))
+        let r = req.get_ref();
+        if r.key.is_empty() {
+            return Err(Error::EmptyKey.into());
+        }
+        if !r.serializable {
+            // Before the read lock is taken: the read must see everything committed before it
+            // arrived, which this member may not have applied yet.
+            self.core.proposer().read_barrier().await?;
+        }
+        Ok(Response::new(KvService::range(self, r)?))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

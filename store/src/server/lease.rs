@@ -1,5 +1,7 @@
-//! The Lease service. Grant and Revoke go through the log; KeepAlive renews the deadline kept
-//! by the leader (this member); TimeToLive and Leases read the lessor.
+//! The Lease service. Grant and Revoke go through the log. KeepAlive renews the deadline kept
+//! by the leader, and TimeToLive reports it: on a member that does not lead, both reach the
+//! leader's lessor through the proposer (etcd's followers forward them to the leader too), so
+//! a client kept alive through any member keeps its lease. Leases lists this member's lessor.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -77,7 +79,7 @@ impl Lease for LeaseService {
                     Err(_) => return,
                 };
                 // An unknown lease answers TTL 0, not an error (etcd's v3rpc/lease.go).
-                let ttl = match core.lessor.renew(r.id) {
+                let ttl = match renew(&core, r.id).await {
                     Ok(ttl) => ttl,
                     Err(Error::LeaseNotFound) => 0,
                     Err(e) => {
@@ -103,7 +105,11 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
-        let resp = match self.core.lessor.time_to_live(r.id) {
+        let status = match self.core.proposer().lease_time_to_live(r.id) {
+            Some(on_leader) => on_leader.await,
+            None => self.core.lessor.time_to_live(r.id),
+        };
+        let resp = match status {
             Ok(s) => LeaseTimeToLiveResponse {
                 header: self.core.header(0),
                 id: r.id,
@@ -137,6 +143,15 @@ impl Lease for LeaseService {
             header: self.core.header(0),
             leases,
         }))
+    }
+}
+
+/// Renews lease `id` where lease time is kept: here on the leader (or the single member),
+/// else on the leader through the proposer.
+async fn renew(core: &Core, id: i64) -> Result<i64, Error> {
+    match core.proposer().renew_lease(id) {
+        Some(on_leader) => on_leader.await,
+        None => core.lessor.renew(id),
     }
 }
 
