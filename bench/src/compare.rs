@@ -1,10 +1,12 @@
 //! `compare`: the same workloads against a real etcd and a Keelson, in alternation.
 //!
-//! Both clusters are started once, side by side, with the same member count; then, round
-//! after round, every workload runs against etcd and then against Keelson, so slow drift of the
-//! machine (other load, thermal state, page cache) touches both alike. Every run is appended to
-//! `--out` as one JSON line; at the end the median over rounds of every figure is shown for
-//! each server with the Keelson/etcd ratio, and appended as a final `summary` line.
+//! Both clusters are started once, side by side, with the same member count (`--members 3`
+//! runs raft on both; see [`crate::members`] for readiness and for why the leader's endpoint
+//! comes first); then, round after round, every workload runs against etcd and then against
+//! Keelson, so slow drift of the machine (other load, thermal state, page cache) touches both
+//! alike. Every run is appended to `--out` as one JSON line; at the end the median over rounds
+//! of every figure is shown for each server with the Keelson/etcd ratio, and appended as a
+//! final `summary` line.
 //!
 //! A ratio above 1 is better for Keelson on a rate (`_per_s`) and worse on a latency
 //! (`_ms`, `_s`); the table says which. A run that failed its checks fails the comparison.
@@ -24,6 +26,7 @@ use crate::stats::{fmt_num, higher_is_better, Report};
 /// The comparison run when no --workload is given.
 const DEFAULT_WORKLOADS: &[&str] = &[
     "put --clients 100 --conns 10 --total 20000",
+    "put --clients 1 --total 5000",
     "range --consistency l --clients 100 --conns 10 --total 50000",
     "txn-cas --hot-keys 10 --clients 20 --total 5000",
     "watch --watchers 1000 --puts 1000 --conns 10 --streams 10 --clients 10",
@@ -31,7 +34,7 @@ const DEFAULT_WORKLOADS: &[&str] = &[
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Members per cluster (keelson: 1 until replication exists).
+    /// Members per cluster (both run raft when above 1).
     #[arg(long, default_value_t = 1)]
     pub members: usize,
     /// Rounds; each runs every workload against etcd, then Keelson.
@@ -80,6 +83,15 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
     let keelson = keelson_bin(&a.keelson_bin)?;
     let keelson = Cluster::start(Kind::Keelson, &keelson, a.members).await?;
     let etcd = Cluster::start(Kind::Etcd, &a.etcd_bin, a.members).await?;
+    for c in [&etcd, &keelson] {
+        eprintln!(
+            "{} ready: {} members, leader {}, endpoints {} (leader first)",
+            c.kind.name(),
+            a.members,
+            c.leader_name(),
+            c.endpoints().join(",")
+        );
+    }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -92,7 +104,7 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
         for (wi, line) in lines.iter().enumerate() {
             for c in [&etcd, &keelson] {
                 let mut w = parse_workload(line)?;
-                w.target_mut().endpoints = c.endpoints.clone();
+                w.target_mut().endpoints = c.endpoints();
                 let report = match w.run().await {
                     Ok(r) => r,
                     Err(e) => Report {
