@@ -252,7 +252,11 @@ async fn start_replicated(cfg: StoreConfig) -> anyhow::Result<(Store, keelson_ra
         max_request_bytes: cfg.max_request_bytes,
         lease_read: cfg.experimental_lease_read,
     };
-    let unstarted = Store::open_replicated(cfg).await?;
+    // A member added to a running cluster learns its ID from the cluster first.
+    let ids = keelson_raft::identity(&opts)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let unstarted = Store::open_replicated_as(cfg, ids).await?;
     keelson_raft::start(unstarted, opts)
         .await
         .map_err(|e| anyhow::anyhow!(e))

@@ -18,6 +18,8 @@
 //! - A member's published description (its client URLs, which `--initial-cluster` does not
 //!   carry) travels the same way and becomes a membership entry that re-describes only that
 //!   member (`ChangeMembers::SetNodes`), so every member's MemberList lists them all.
+//! - Membership changes (MemberAdd and the like) travel the same way too and are carried out
+//!   by the leader (`membership.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::membership::MemberOp;
 use crate::network::{decode, encode, PeerConfig, TARGET_HEADER};
 use crate::types::{Member, Outcome, Proposal, TypeConfig};
 
@@ -48,6 +51,8 @@ pub(crate) enum ForwardRequest {
     Command(Bytes),
     /// Member `id` describes itself (name and URLs) for the membership.
     Publish { id: u64, member: Member },
+    /// A membership change (`membership.rs`).
+    Members(MemberOp),
 }
 
 /// What the leader answers.
@@ -101,11 +106,12 @@ where
                 None => return ForwardReply::Failed(Error::MemberNotFound),
             }
         }
+        ForwardRequest::Members(op) => return crate::membership::change_here(raft, op).await,
     };
     reply_of(r)
 }
 
-fn reply_of(r: WriteResult) -> ForwardReply {
+pub(crate) fn reply_of(r: WriteResult) -> ForwardReply {
     match r {
         Ok(resp) => ForwardReply::Applied {
             index: resp.log_id.index,
@@ -211,6 +217,7 @@ impl Forwarder {
             Rpc::LeaseTimeToLive => {
                 tokio::time::timeout(timeout, client.lease_time_to_live(call)).await
             }
+            Rpc::Members => tokio::time::timeout(timeout, client.members(call)).await,
         };
         let answer = match answer {
             Err(_) => return Err(SendError::Unknown(format!("{rpc:?} timed out"))),
@@ -238,4 +245,6 @@ pub(crate) enum Rpc {
     ReadIndex,
     LeaseRenew,
     LeaseTimeToLive,
+    /// The membership as a member sees it (`join.rs`); asked of any member.
+    Members,
 }

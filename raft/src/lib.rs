@@ -18,6 +18,8 @@
 //!   rounds shared by concurrent readers) and the leader's lease clock reached from any member.
 //! - `member.rs`: [`start`]: a replicated member from etcd's flags (the store's `Replica` as
 //!   the state machine, bootstrap from `--initial-cluster`, peer server, proposer).
+//! - `membership.rs`, `join.rs`: membership changes on the leader (MemberAdd, MemberPromote,
+//!   MemberRemove, MemberUpdate) and how an added member learns its [`identity`].
 //!
 //! ## Durability: what is fsynced when
 //! openraft's safety rests on the log and the vote surviving a crash exactly as acknowledged:
@@ -45,11 +47,13 @@
 //! [`LogError::Corrupt`]: the member refuses to start rather than forget what it promised.
 
 mod forward;
+mod join;
 mod leader;
 mod log;
 #[cfg(test)]
 mod mem_store;
 mod member;
+mod membership;
 mod network;
 mod outcome;
 mod peer_service;
@@ -58,6 +62,7 @@ mod read;
 mod state_machine;
 mod types;
 
+pub use join::identity;
 pub use leader::LeaseClock;
 pub use log::{LogError, LogReader, LogStore, DEFAULT_SEGMENT_BYTES};
 pub use member::{initial_members, start, MemberOptions, RaftHandle, StoreRaft};

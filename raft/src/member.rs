@@ -3,6 +3,9 @@
 //!
 //! - Member IDs are etcd's (`keelson_store::member_id`: sha1 of the member's peer URLs and the
 //!   cluster token), so every member derives the same IDs from the same `--initial-cluster`.
+//! - A member added to a running cluster (`--initial-cluster-state existing`) learns its ID
+//!   from the cluster before it starts (`join.rs`), never initializes raft, and waits for the
+//!   leader to replicate to it.
 //! - Bootstrap: with `--initial-cluster-state new`, a member whose log is empty initializes
 //!   raft with the whole initial membership. Every member does so with the *same* membership
 //!   (names and peer URLs only; client URLs are published later by each member), which
@@ -165,11 +168,13 @@ pub async fn start(
     opts: MemberOptions,
 ) -> Result<(Store, RaftHandle), Box<dyn std::error::Error + Send + Sync>> {
     let members = initial_members(&opts.initial_cluster, &opts.token);
-    let (id, _) = members
-        .iter()
-        .find(|(_, m)| m.name == opts.name)
-        .ok_or_else(|| format!("--name {} is not in --initial-cluster", opts.name))?;
-    let id = *id;
+    if !members.values().any(|m| m.name == opts.name) {
+        return Err(format!("--name {} is not in --initial-cluster", opts.name).into());
+    }
+    // Derived from `--initial-cluster`, or learned from the cluster by a member added to it
+    // (`join.rs`); the store was opened with it.
+    let id = unstarted.member_id();
+    let cluster_id = unstarted.cluster_id();
     let et = opts.election_timeout.as_millis() as u64;
     let config = Config {
         cluster_name: "keelson".into(),
@@ -204,7 +209,9 @@ pub async fn start(
     let mut peer_servers = Vec::new();
     for l in listeners {
         tracing::info!(member = %format!("{id:x}"), "serving peer requests on {:?}", l.local_addr());
-        let service = PeerService::new(raft.clone(), id, peer.clone()).with_leases(leases.clone());
+        let service = PeerService::new(raft.clone(), id, peer.clone())
+            .with_leases(leases.clone())
+            .with_cluster_id(cluster_id);
         let mut rx = stop_rx.clone();
         peer_servers.push(tokio::spawn(serve_peers(service, l, async move {
             let _ = rx.wait_for(|stop| *stop).await;

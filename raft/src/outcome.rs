@@ -192,6 +192,8 @@ error_table! {
         40 => ElectionNotLeader,
         41 => ElectionNoLeader,
         42 => MissingLeaderKey,
+        43 => LearnerNotReady,
+        44 => MemberExists,
     }
     texts {
         200 => Unimplemented,

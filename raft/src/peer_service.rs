@@ -13,6 +13,8 @@
 //!   index or its lease clock (`leader.rs`); a member that does not lead says whom it believes
 //!   leads, in the payload. A service without a lease clock answers the lease calls
 //!   `UNIMPLEMENTED`.
+//! - `Members` answers the cluster ID and the membership; it is the one call that names no
+//!   target, since its caller is a member joining the cluster that knows no IDs yet (`join.rs`).
 //! - When the local raft has stopped, calls answer `UNAVAILABLE`, which the sender treats as an
 //!   unreachable member and backs off from.
 
@@ -43,6 +45,7 @@ pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
     me: u64,
     cfg: Arc<PeerConfig>,
     leases: Option<Arc<dyn LeaseClock>>,
+    cluster_id: u64,
 }
 
 impl<SM> PeerService<SM>
@@ -56,7 +59,14 @@ where
             me,
             cfg: Arc::new(cfg),
             leases: None,
+            cluster_id: 0,
         }
+    }
+
+    /// Answers the `Members` call with cluster ID `id`.
+    pub fn with_cluster_id(mut self, id: u64) -> PeerService<SM> {
+        self.cluster_id = id;
+        self
     }
 
     /// Serves the lease calls from `leases`, this member's lease clock.
@@ -210,6 +220,15 @@ where
             },
         )
         .await
+    }
+
+    async fn members(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        // No target check: the asking member is joining and knows no member's ID yet.
+        let _: () = decode(&req.into_inner().payload, "members request")
+            .map_err(Status::invalid_argument)?;
+        let answer = crate::join::members_here(&self.raft, self.cluster_id);
+        let payload = encode(&answer).map_err(Status::internal)?;
+        Ok(Response::new(RaftMessage { payload }))
     }
 
     async fn install_snapshot(

@@ -22,9 +22,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use keelson_store::{ApplyResponse, Command, Error, LeaseStatus, MemberInfo, Propose, RaftStatus};
+use keelson_store::{
+    ApplyResponse, Command, Error, LeaseStatus, MemberChange, MemberInfo, Propose, RaftStatus,
+};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
+use openraft::Instant as _;
 use openraft::Raft;
 use tokio::time::Instant;
 
@@ -130,7 +133,13 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
     async fn write(&self, req: ForwardRequest) -> Result<Outcome, Error> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let reply = match propose_here(&self.raft, req.clone()).await {
+            // A leader cut off from its quorum accepts the entry while its lease lasts, and
+            // openraft then waits for the commit without end: the deadline bounds it, and the
+            // outcome is unknown (the entry may yet commit), as etcd's `request timed out`.
+            let here = tokio::time::timeout_at(deadline, propose_here(&self.raft, req.clone()))
+                .await
+                .map_err(|_| Error::Timeout)?;
+            let reply = match here {
                 ForwardReply::NotLeader {
                     leader: Some(leader),
                 } if leader != self.me => self.forward(leader, &req, deadline).await?,
@@ -353,6 +362,47 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
             commit_index: m.local_committed.map_or(0, |c| c.index),
             applied_index: m.last_applied.map_or(0, |a| a.index),
         })
+    }
+
+    fn has_leader(&self) -> BoxFuture<'static, bool> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // openraft keeps a leader known until a higher vote replaces it (with pre-vote an
+            // isolated follower never votes; an isolated leader never steps down), so liveness
+            // is judged by the leader lease, `election_timeout_max`: how long a follower trusts
+            // the leader it last heard from and a leader its quorum's last acknowledgement.
+            let lease = Duration::from_millis(inner.raft.config().election_timeout_max);
+            let (leader, acked, alone) = {
+                let m = inner.raft.metrics();
+                let m = m.borrow_watched();
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                (m.current_leader, m.last_quorum_acked, voters == [inner.me])
+            };
+            match leader {
+                None => false,
+                Some(l) if l == inner.me => alone || acked.is_some_and(|t| t.elapsed() < lease),
+                Some(_) => inner
+                    .raft
+                    .with_raft_state(move |st| {
+                        st.vote_last_modified().is_some_and(|t| t.elapsed() < lease)
+                    })
+                    .await
+                    .unwrap_or(false),
+            }
+        })
+    }
+
+    fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Option<BoxFuture<'static, keelson_store::Result<()>>> {
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(async move {
+            match inner.write(ForwardRequest::Members(change.into())).await? {
+                Outcome::Rejected(e) => Err(e),
+                _ => Ok(()),
+            }
+        }))
     }
 
     fn members(&self) -> Option<Vec<MemberInfo>> {

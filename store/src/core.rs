@@ -72,6 +72,16 @@ impl Core {
 
     /// Loads the state from `backend`, without a proposer yet ([`Core::install`]).
     pub(crate) fn load(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Core>> {
+        Self::load_as(cfg, backend, None)
+    }
+
+    /// As [`Core::load`], with the member and cluster IDs given (a member that joined an
+    /// existing cluster learned them from it) instead of derived from `cfg`.
+    pub(crate) fn load_as(
+        cfg: StoreConfig,
+        backend: Arc<dyn Backend>,
+        ids: Option<(u64, u64)>,
+    ) -> Result<Arc<Core>> {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let backend: Arc<dyn Backend> = Arc::new(crate::metrics::MeteredBackend::new(
             backend,
@@ -92,7 +102,7 @@ impl Core {
         });
         let (rev_tx, revision) = tokio::sync::watch::channel(mvcc.current_revision());
         let writer = Arc::new(Writer::new(applier, hub.clone(), rev_tx));
-        let (member_id, cluster_id) = crate::cluster::ids(&cfg);
+        let (member_id, cluster_id) = ids.unwrap_or_else(|| crate::cluster::ids(&cfg));
         let id_gen =
             std::sync::atomic::AtomicU64::new(id_generator_start(std::time::SystemTime::now()));
         Ok(Arc::new(Core {

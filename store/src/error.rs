@@ -69,6 +69,10 @@ pub enum Error {
     MemberNotEnoughStarted,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
     #[error("etcdserver: root user does not exist")]
     RootUserNotExist,
     #[error("etcdserver: root user does not have root role")]
@@ -155,6 +159,8 @@ impl Error {
             | Error::PeerUrlExists
             | Error::MemberNotEnoughStarted
             | Error::MemberNotLearner
+            | Error::LearnerNotReady
+            | Error::MemberExists
             | Error::RootUserNotExist
             | Error::RootRoleNotExist
             | Error::UserAlreadyExists

@@ -42,12 +42,12 @@ use std::sync::Arc;
 
 pub use apply::{Command, Response as ApplyResponse};
 pub use backend::{Backend, MemBackend, SledBackend, WriteBatch};
-pub use cluster::member_id;
+pub use cluster::{added_member_id, member_id};
 pub use config::{CompactionMode, StoreConfig};
 pub use error::{Error, Result};
 pub use lease::LeaseStatus;
 pub use mvcc::Revision;
-pub use node::{MemberInfo, Propose, RaftStatus};
+pub use node::{MemberChange, MemberInfo, Propose, RaftStatus};
 pub use replica::Replica;
 pub use snapshot::{restore_snapshot, RestoreOptions, RestoreSummary};
 
@@ -70,6 +70,16 @@ impl UnstartedStore {
     /// The addresses the client URLs are bound to.
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.store.client_addrs()
+    }
+
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        self.store.core.member_id
+    }
+
+    /// The cluster's ID.
+    pub fn cluster_id(&self) -> u64 {
+        self.store.core.cluster_id
     }
 
     /// Installs the member's proposer; the store can then be served.
@@ -109,11 +119,21 @@ impl Store {
     /// then installs its proposer with [`UnstartedStore::start`] before serving. Must be called
     /// inside a tokio runtime.
     pub async fn open_replicated(cfg: StoreConfig) -> Result<UnstartedStore> {
+        Self::open_replicated_as(cfg, None).await
+    }
+
+    /// As [`Store::open_replicated`], with this member's ID and the cluster's ID as
+    /// `(member, cluster)` when they are not the ones derived from `--initial-cluster` (a
+    /// member added to a running cluster learns them from the cluster, as etcd's does).
+    pub async fn open_replicated_as(
+        cfg: StoreConfig,
+        ids: Option<(u64, u64)>,
+    ) -> Result<UnstartedStore> {
         let listeners = server::bind(&cfg.listen_client_urls).await?;
         let metrics_listeners = server::bind(&cfg.listen_metrics_urls).await?;
         compactor::Policy::from_config(&cfg)?;
         let backend = core::Core::open_backend(&cfg)?;
-        let core = core::Core::load(cfg, backend)?;
+        let core = core::Core::load_as(cfg, backend, ids)?;
         Ok(UnstartedStore {
             store: Store {
                 core,

@@ -70,11 +70,47 @@ pub trait Propose: Send + Sync + 'static {
         None
     }
 
+    /// Whether this member knows a live leader (etcd's `Leader() != None`): a request carrying
+    /// the `hasleader: true` metadata fails at once with `NoLeader` when it does not
+    /// (`server/mod.rs`). A follower forgets its leader one election timeout after it last heard
+    /// from it, a leader once a quorum stopped acknowledging it for as long, as etcd's members
+    /// do (pre-candidate, check-quorum). The single member always leads.
+    fn has_leader(&self) -> BoxFuture<'static, bool> {
+        Box::pin(async { true })
+    }
+
     /// The members of the group as the replicated membership describes them; `None` for the
     /// single member (MemberList then describes it from its flags).
     fn members(&self) -> Option<Vec<MemberInfo>> {
         None
     }
+
+    /// Changes the replicated membership (on the leader, through joint consensus where voters
+    /// change) and resolves once the change is applied on this member, so [`Propose::members`]
+    /// then shows it. Errors are etcd's (`MemberNotFound`, `PeerUrlExists`, `MemberNotLearner`,
+    /// `LearnerNotReady`, `MemberNotEnoughStarted`, or `propose`'s). `None` for the single
+    /// member, whose membership cannot change.
+    fn change_members(&self, _change: MemberChange) -> Option<BoxFuture<'static, Result<()>>> {
+        None
+    }
+}
+
+/// A membership change (the Cluster service's MemberAdd, MemberPromote, MemberRemove,
+/// MemberUpdate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A new member `id` reached on `peer_urls`, a learner or (through a learner first) a voter.
+    Add {
+        id: u64,
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    /// Learner `id` becomes a voter, if it has caught up with the leader.
+    Promote { id: u64 },
+    /// Member `id` leaves.
+    Remove { id: u64 },
+    /// Member `id` is now reached on `peer_urls`.
+    Update { id: u64, peer_urls: Vec<String> },
 }
 
 /// Where the replicated log stands on this member.
@@ -201,5 +237,9 @@ impl Propose for NotStarted {
 
     fn is_leader(&self) -> bool {
         false
+    }
+
+    fn has_leader(&self) -> BoxFuture<'static, bool> {
+        Box::pin(async { false })
     }
 }

@@ -1,10 +1,19 @@
-//! The Cluster service for a single member.
+//! The Cluster service.
 //!
-//! MemberList describes this member as etcd does: its ID, name, peer URLs
-//! (`--initial-advertise-peer-urls`) and client URLs (`--advertise-client-urls`). Response
-//! headers carry no revision, as etcd's cluster server leaves it out.
+//! MemberList describes the members as etcd does: ID, name, peer URLs, client URLs, learner
+//! flag. Response headers carry no revision, as etcd's cluster server leaves it out. Peer URLs
+//! are kept sorted, as etcd's `types.NewURLs` keeps them.
 //!
-//! Deferred until replication lands (membership changes become log entries then):
+//! A replicated member changes the membership through its proposer
+//! (`Propose::change_members`: the leader changes it, through joint consensus where voters
+//! change) and answers once the change is applied here, with the membership it then sees:
+//! - MemberAdd derives the new member's ID as etcd's `NewMember("", peerURLs, "", now)` does
+//!   (`added_member_id`: the URLs and the Unix time) and answers it with the URLs and the
+//!   learner flag only; its name and client URLs come when it starts and publishes them.
+//! - MemberPromote, MemberRemove and MemberUpdate answer etcd's errors for an unknown member, a
+//!   voter promoted, a learner behind the leader, URLs already used.
+//!
+//! The single member cannot change its membership:
 //! - MemberAdd of a new member answers etcd's strict-reconfiguration refusal ("not enough
 //!   started members"): the member could never be started. Invalid URLs and URLs already
 //!   used answer what etcd answers.
@@ -28,6 +37,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::node::MemberChange;
 
 pub(crate) struct ClusterService {
     pub(crate) core: Arc<Core>,
@@ -52,6 +62,29 @@ impl ClusterService {
             client_ur_ls: cfg.advertise_client_urls.clone(),
             is_learner: false,
         }
+    }
+
+    /// The membership: the replicated one, or this single member.
+    fn list(&self) -> Vec<Member> {
+        match self.core.proposer().members() {
+            Some(ms) => ms
+                .into_iter()
+                .map(|m| Member {
+                    id: m.id,
+                    name: m.name,
+                    peer_ur_ls: m.peer_urls,
+                    client_ur_ls: m.client_urls,
+                    is_learner: m.is_learner,
+                })
+                .collect(),
+            None => vec![self.me()],
+        }
+    }
+
+    /// Makes `change` through the replicated membership: `None` on the single member.
+    async fn change(&self, change: MemberChange) -> Option<Result<Vec<Member>>> {
+        let f = self.core.proposer().change_members(change)?;
+        Some(f.await.map(|()| self.list()))
     }
 
     fn find(&self, id: u64) -> Result<Member> {
@@ -90,6 +123,29 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
+        let mut peer_urls = r.peer_ur_ls.clone();
+        peer_urls.sort();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = crate::cluster::added_member_id(&peer_urls, now);
+        let add = MemberChange::Add {
+            id,
+            peer_urls: peer_urls.clone(),
+            learner: r.is_learner,
+        };
+        if let Some(members) = self.change(add).await {
+            return Ok(Response::new(MemberAddResponse {
+                header: self.header(),
+                member: Some(Member {
+                    id,
+                    peer_ur_ls: peer_urls,
+                    is_learner: r.is_learner,
+                    ..Default::default()
+                }),
+                members: members?,
+            }));
+        }
         let mine = &self.core.cfg.initial_advertise_peer_urls;
         if r.peer_ur_ls.iter().any(|u| mine.contains(u)) {
             return Err(Error::PeerUrlExists.into());
@@ -101,7 +157,14 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.find(req.into_inner().id)?;
+        let id = req.into_inner().id;
+        if let Some(members) = self.change(MemberChange::Remove { id }).await {
+            return Ok(Response::new(MemberRemoveResponse {
+                header: self.header(),
+                members: members?,
+            }));
+        }
+        self.find(id)?;
         Err(Error::MemberNotEnoughStarted.into())
     }
 
@@ -111,6 +174,18 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
+        let mut peer_urls = r.peer_ur_ls.clone();
+        peer_urls.sort();
+        let update = MemberChange::Update {
+            id: r.id,
+            peer_urls,
+        };
+        if let Some(members) = self.change(update).await {
+            return Ok(Response::new(MemberUpdateResponse {
+                header: self.header(),
+                members: members?,
+            }));
+        }
         let me = self.find(r.id)?;
         let (mut want, mut have) = (r.peer_ur_ls.clone(), me.peer_ur_ls.clone());
         want.sort();
@@ -132,22 +207,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         // Under replication the membership comes from the log; a member's client URLs are
         // known once it has published them (empty until then, as in etcd).
-        let members = match self.core.proposer().members() {
-            Some(ms) => ms
-                .into_iter()
-                .map(|m| Member {
-                    id: m.id,
-                    name: m.name,
-                    peer_ur_ls: m.peer_urls,
-                    client_ur_ls: m.client_urls,
-                    is_learner: m.is_learner,
-                })
-                .collect(),
-            None => vec![self.me()],
-        };
         Ok(Response::new(MemberListResponse {
             header: self.header(),
-            members,
+            members: self.list(),
         }))
     }
 
@@ -155,7 +217,14 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.find(req.into_inner().id)?;
+        let id = req.into_inner().id;
+        if let Some(members) = self.change(MemberChange::Promote { id }).await {
+            return Ok(Response::new(MemberPromoteResponse {
+                header: self.header(),
+                members: members?,
+            }));
+        }
+        self.find(id)?;
         Err(Error::MemberNotLearner.into())
     }
 }

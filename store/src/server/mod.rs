@@ -7,6 +7,7 @@ pub(crate) mod kv;
 pub(crate) mod lease;
 pub(crate) mod lock;
 pub(crate) mod maintenance;
+pub(crate) mod require_leader;
 pub(crate) mod watch;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub(crate) async fn serve(
     // HTTP/1.1 too: `/health`, `/version` and `/metrics` share the port with gRPC (`http.rs`).
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(require_leader::RequireLeaderLayer { core: core.clone() })
         .add_routes(crate::http::routes(core.clone()))
         .add_service(kv)
         .add_service(lease)
