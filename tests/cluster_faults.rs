@@ -24,36 +24,24 @@
 //!   catches up from the leader's snapshot once restarted (the leader purged the entries it
 //!   missed), and HashKV agrees on all three.
 
-use std::fs::File;
+// Each test crate uses only some of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-const ELECTION_MS: u64 = 500;
-const HEARTBEAT_MS: u64 = 50;
-/// Bound on anything the test waits for, so a hang fails instead of blocking the suite.
-const PATIENCE: Duration = Duration::from_secs(30);
+use common::cluster::{connect_opts, converged, new_leader_soon, until, Cluster, ELECTION_MS};
+
 /// Longer than a member's request deadline (etcd's: 5 s plus two election timeouts), so the
 /// member's own error arrives rather than the client's.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Which side of a partition each member is on; members on the same side reach each other.
 type Sides = [u8; 3];
@@ -149,253 +137,50 @@ async fn proxy(
     }
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    clients: Vec<String>,
-    /// The peer URLs members advertise (the proxies', when proxied).
-    peers: Vec<String>,
-    /// The peer URLs members listen on.
-    listen: Vec<String>,
-    procs: Vec<Option<Proc>>,
-    extra: Vec<String>,
-    net: Option<Net>,
+/// Three members (not started) for these tests: members read their default log level, as
+/// the snapshot test reads their logs.
+fn cluster(extra: &[&str]) -> Cluster {
+    let mut cl = Cluster::three().with_flags(extra);
+    cl.keep_rust_log = false;
+    cl
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+/// Puts the partition proxies between the members of `cl` (not started yet): each advertises
+/// its proxy's URL and keeps listening on its own.
+fn proxied(cl: &mut Cluster) -> Net {
+    let (sides, _) = watch::channel([0; 3]);
+    let pids = Arc::new(Mutex::new([None; 3]));
+    for (to, m) in cl.members.iter_mut().enumerate() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        m.peer_url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        let l = tokio::net::TcpListener::from_std(l).unwrap();
+        let real: SocketAddr = m.listen_peer_url["http://".len()..].parse().unwrap();
+        tokio::spawn(proxy(l, to, real, sides.subscribe(), pids.clone()));
+    }
+    Net { sides, pids }
 }
 
-fn log_tail(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+/// Starts all three (telling `net` their processes) and waits until they agree on a leader:
+/// a client of each member and the index of the leader.
+async fn start_all(cl: &mut Cluster, net: Option<&Net>) -> (Vec<Client>, usize) {
+    for i in 0..3 {
+        let pid = cl.start(i);
+        if let Some(net) = net {
+            net.pids.lock().unwrap()[i] = Some(pid);
+        }
+    }
+    cl.led(CLIENT_TIMEOUT).await
 }
 
-impl Cluster {
-    /// Three members (not started); `proxied` puts the partition proxies between them.
-    fn new(proxied: bool, extra: &[&str]) -> Cluster {
-        let p = free_ports(6);
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
-        let listen: Vec<String> = (3..6).map(|i| url(p[i])).collect();
-        let (peers, net) = if proxied {
-            let (sides, _) = watch::channel([0; 3]);
-            let pids = Arc::new(Mutex::new([None; 3]));
-            let mut peers = Vec::new();
-            for (to, real) in p[3..6].iter().enumerate() {
-                let l = TcpListener::bind("127.0.0.1:0").unwrap();
-                l.set_nonblocking(true).unwrap();
-                peers.push(url(l.local_addr().unwrap().port()));
-                let l = tokio::net::TcpListener::from_std(l).unwrap();
-                let real: SocketAddr = format!("127.0.0.1:{real}").parse().unwrap();
-                tokio::spawn(proxy(l, to, real, sides.subscribe(), pids.clone()));
-            }
-            (peers, Some(Net { sides, pids }))
-        } else {
-            (listen.clone(), None)
-        };
-        Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            clients: (0..3).map(|i| url(p[i])).collect(),
-            peers,
-            listen,
-            procs: vec![None, None, None],
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            net,
-        }
-    }
-
-    fn net(&self) -> &Net {
-        self.net.as_ref().expect("a proxied cluster")
-    }
-
-    fn log(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("m{i}.log"))
-    }
-
-    fn endpoint(&self, i: usize) -> String {
-        self.clients[i].trim_start_matches("http://").to_string()
-    }
-
-    fn start(&mut self, i: usize) {
-        let initial: Vec<String> = (0..3).map(|j| format!("m{j}={}", self.peers[j])).collect();
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log(i))
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        cmd.arg("store")
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &self.clients[i]])
-            .args(["--advertise-client-urls", &self.clients[i]])
-            .args(["--listen-peer-urls", &self.listen[i]])
-            .args(["--initial-advertise-peer-urls", &self.peers[i]])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
-            .args(["--election-timeout", &ELECTION_MS.to_string()])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().expect("spawn keelson store");
-        if let Some(net) = &self.net {
-            net.pids.lock().unwrap()[i] = Some(child.id());
-        }
-        self.procs[i] = Some(Proc { child });
-    }
-
-    fn kill9(&mut self, i: usize) {
-        let mut p = self.procs[i].take().expect("member running");
-        p.child.kill().expect("SIGKILL");
-        p.child.wait().expect("reap");
-    }
-
-    fn logs(&self) -> String {
-        (0..3)
-            .map(|i| format!("--- m{i}:\n{}", log_tail(&self.log(i))))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn opts() -> ConnectOptions {
-        ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(CLIENT_TIMEOUT)
-    }
-
-    /// A client of member `i` alone, once it answers.
-    async fn client(&mut self, i: usize) -> Client {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(p) = self.procs[i].as_mut() {
-                if let Some(status) = p.child.try_wait().unwrap() {
-                    panic!("m{i} exited ({status}):\n{}", self.logs());
-                }
-            }
-            if let Ok(mut c) = Client::connect([self.endpoint(i)], Some(Self::opts())).await {
-                if c.status().await.is_ok() {
-                    return c;
-                }
-            }
-            assert!(Instant::now() < deadline, "m{i} not up:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// A client of member `i` whose requests carry `hasleader: true`.
-    async fn require_leader_client(&self, i: usize) -> Client {
-        Client::connect(
-            [self.endpoint(i)],
-            Some(Self::opts().with_require_leader(true)),
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Starts all three and waits until they agree on a leader: a client of each member and
-    /// the index of the leader.
-    async fn start_all(&mut self) -> (Vec<Client>, usize) {
-        for i in 0..3 {
-            self.start(i);
-        }
-        let mut clients = Vec::new();
-        for i in 0..3 {
-            clients.push(self.client(i).await);
-        }
-        let leader = until("a leader", || {
-            let mut cs = clients.clone();
-            async move { agreed_leader(&mut cs).await }
-        })
-        .await;
-        let li = index_of(&mut clients, leader).await;
-        (clients, li)
-    }
-}
-
-/// Polls `f` until it yields a value; Status has no push form, so this is the event to await.
-async fn until<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The leader all of `clients` agree on.
-async fn agreed_leader(clients: &mut [Client]) -> Option<u64> {
-    let mut leader = None;
-    for c in clients.iter_mut() {
-        let l = c.status().await.ok()?.leader();
-        if l == 0 || leader.is_some_and(|x| x != l) {
-            return None;
-        }
-        leader = Some(l);
-    }
-    leader
-}
-
-/// Which client's member has ID `id`.
-async fn index_of(clients: &mut [Client], id: u64) -> usize {
-    for (i, c) in clients.iter_mut().enumerate() {
-        if c.status().await.unwrap().header().unwrap().member_id() == id {
-            return i;
-        }
-    }
-    panic!("{id:x} is not a member");
-}
-
-/// Waits until every client's member applied what the first one's has committed, then checks
-/// their HashKV agrees at the newest revision.
-async fn converged(clients: &mut [Client]) {
-    let commit = clients[0].status().await.unwrap().raft_index();
-    for c in clients.iter_mut() {
-        let c = c.clone();
-        until("members to apply the committed log", || {
-            let mut c = c.clone();
-            async move { (c.status().await.ok()?.raft_applied_index() >= commit).then_some(()) }
-        })
-        .await;
-    }
-    let rev = clients[0]
-        .get("probe", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    let mut hashes = Vec::new();
-    for c in clients.iter_mut() {
-        let r = c
-            .get("probe", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
-        assert_eq!(r, rev, "every member is at revision {rev}");
-        hashes.push(c.hash_kv(rev).await.unwrap().hash());
-    }
-    assert!(
-        hashes.windows(2).all(|w| w[0] == w[1]),
-        "HashKV at revision {rev} differs: {hashes:?}"
-    );
+/// A client of member `i` whose requests carry `hasleader: true`.
+async fn require_leader_client(cl: &Cluster, i: usize) -> Client {
+    Client::connect(
+        [cl.endpoint(i)],
+        Some(connect_opts(CLIENT_TIMEOUT).with_require_leader(true)),
+    )
+    .await
+    .unwrap()
 }
 
 /// Asserts `r` is the error of a request a member without a usable leader gave up on.
@@ -415,14 +200,14 @@ fn unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, etcd_client::Error>)
 /// A request's result and how long it took.
 type Timed<T> = tokio::task::JoinHandle<(Result<T, etcd_client::Error>, Duration)>;
 
-/// A linearizable get and a put on a cut-off member, started now.
-fn doomed_requests(
-    c: &Client,
-    tag: &'static str,
-) -> (
+/// A linearizable get and a put on a cut-off member.
+type Doomed = (
     Timed<etcd_client::GetResponse>,
     Timed<etcd_client::PutResponse>,
-) {
+);
+
+/// A linearizable get and a put on a cut-off member, started now.
+fn doomed_requests(c: &Client, tag: &'static str) -> Doomed {
     let (mut g, mut p) = (c.clone(), c.clone());
     let get = tokio::spawn(async move {
         let t = Instant::now();
@@ -460,6 +245,27 @@ async fn fails_fast_without_leader(c: &Client, what: &str) {
     );
 }
 
+/// While member `i` (`who`, `the` in the requests' messages) is cut off: hasleader requests
+/// fail on it at once and succeed on member `h` (`healthy`), and the `doomed` requests
+/// started on it fail with Unavailable.
+async fn serves_nothing_while_cut_off(
+    cl: &Cluster,
+    (i, who, the): (usize, &str, &str),
+    (h, healthy): (usize, &str),
+    (get, put): Doomed,
+) {
+    fails_fast_without_leader(&require_leader_client(cl, i).await, who).await;
+    let mut ok = require_leader_client(cl, h).await;
+    ok.get("k0", None)
+        .await
+        .unwrap_or_else(|e| panic!("hasleader get on {healthy}: {e:?}"));
+    let (g, took_g) = get.await.unwrap();
+    let (p, took_p) = put.await.unwrap();
+    eprintln!("{who}: get {g:?} after {took_g:?}, put {p:?} after {took_p:?}");
+    unavailable(&format!("linearizable get on {the}"), g);
+    unavailable(&format!("put on {the}"), p);
+}
+
 fn no_leader(what: &str, e: etcd_client::Error) {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -484,8 +290,9 @@ async fn majority_serves(a: &mut Client, b: &mut Client, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitioned_members_cannot_serve_and_the_majority_can() {
-    let mut cl = Cluster::new(true, &[]);
-    let (mut clients, li) = cl.start_all().await;
+    let mut cl = cluster(&[]);
+    let net = proxied(&mut cl);
+    let (mut clients, li) = start_all(&mut cl, Some(&net)).await;
     for i in 0..10 {
         clients[li]
             .put(format!("k{i}"), "before", None)
@@ -497,10 +304,10 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
     // --- A follower cut off.
     let fi = (li + 1) % 3;
     let oi = (li + 2) % 3;
-    converged(&mut clients).await;
-    cl.net().isolate(fi);
+    converged(&clients).await;
+    net.isolate(fi);
     let cut = Instant::now();
-    let (get, put) = doomed_requests(&clients[fi], "from-isolated-follower");
+    let doomed = doomed_requests(&clients[fi], "from-isolated-follower");
     majority_serves(&mut clients[li].clone(), &mut clients[oi].clone(), "a").await;
     // A serializable get answers from what the cut-off member has (stale allowed).
     let ser = clients[fi]
@@ -517,24 +324,20 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
         0,
         "the cut-off member cannot have the majority's writes"
     );
-    fails_fast_without_leader(&cl.require_leader_client(fi).await, "isolated follower").await;
-    let mut healthy = cl.require_leader_client(li).await;
-    healthy
-        .get("k0", None)
-        .await
-        .expect("hasleader get on the leader");
-    let (g, took_g) = get.await.unwrap();
-    let (p, took_p) = put.await.unwrap();
-    eprintln!("isolated follower: get {g:?} after {took_g:?}, put {p:?} after {took_p:?}");
-    unavailable("linearizable get on the isolated follower", g);
-    unavailable("put on the isolated follower", p);
+    serves_nothing_while_cut_off(
+        &cl,
+        (fi, "isolated follower", "the isolated follower"),
+        (li, "the leader"),
+        doomed,
+    )
+    .await;
     assert!(
         cut.elapsed() < Duration::from_secs(20),
         "the isolated member's requests must end at its request deadline"
     );
 
-    cl.net().heal();
-    converged(&mut clients).await;
+    net.heal();
+    converged(&clients).await;
     let got = clients[fi].get("a-19", None).await.unwrap();
     assert_eq!(
         got.kvs()[0].value(),
@@ -543,41 +346,27 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
     );
 
     // --- The leader cut off.
-    cl.net().isolate(li);
+    net.isolate(li);
     let cut = Instant::now();
-    let (get, put) = doomed_requests(&clients[li], "from-isolated-leader");
+    let doomed = doomed_requests(&clients[li], "from-isolated-leader");
     let majority = vec![clients[fi].clone(), clients[oi].clone()];
-    let new_leader = until("the majority to elect a new leader", || {
-        let mut cs = majority.clone();
-        async move { agreed_leader(&mut cs).await.filter(|&l| l != leader_id) }
-    })
-    .await;
-    let took = cut.elapsed();
-    eprintln!("new leader {new_leader:x} {took:?} after the cut");
-    assert!(
-        took < Duration::from_millis(3 * ELECTION_MS),
-        "new leader {new_leader:x} after {took:?}, more than three election timeouts"
-    );
+    let new_leader = new_leader_soon(&majority, leader_id, cut, "the cut").await;
     majority_serves(&mut majority[0].clone(), &mut majority[1].clone(), "b").await;
-    fails_fast_without_leader(&cl.require_leader_client(li).await, "isolated leader").await;
-    let mut healthy = cl.require_leader_client(fi).await;
-    healthy
-        .get("k0", None)
-        .await
-        .expect("hasleader get on the majority");
-    let (g, took_g) = get.await.unwrap();
-    let (p, took_p) = put.await.unwrap();
-    eprintln!("isolated leader: get {g:?} after {took_g:?}, put {p:?} after {took_p:?}");
-    unavailable("linearizable get on the isolated old leader", g);
-    unavailable("put on the isolated old leader", p);
+    serves_nothing_while_cut_off(
+        &cl,
+        (li, "isolated leader", "the isolated old leader"),
+        (fi, "the majority"),
+        doomed,
+    )
+    .await;
 
-    cl.net().heal();
+    net.heal();
     until("the old leader to follow the new one", || {
         let mut c = clients[li].clone();
         async move { (c.status().await.ok()?.leader() == new_leader).then_some(()) }
     })
     .await;
-    converged(&mut clients).await;
+    converged(&clients).await;
     for c in clients.iter_mut() {
         assert_eq!(c.get("b-19", None).await.unwrap().kvs()[0].value(), b"v19");
         for tag in ["from-isolated-follower", "from-isolated-leader"] {
@@ -605,11 +394,11 @@ fn purged_upto(log: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_far_behind_catches_up_from_a_snapshot() {
-    let mut cl = Cluster::new(false, &["--snapshot-count", "100"]);
-    let (mut clients, li) = cl.start_all().await;
+    let mut cl = cluster(&["--snapshot-count", "100"]);
+    let (mut clients, li) = start_all(&mut cl, None).await;
     let fi = (li + 1) % 3;
     clients[li].put("k", "first", None).await.unwrap();
-    converged(&mut clients).await;
+    converged(&clients).await;
     cl.kill9(fi);
 
     // Enough entries for several snapshots. The leader purges its log only while no
@@ -633,7 +422,7 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
             i
         }));
     }
-    let leader_log = cl.log(li);
+    let leader_log = cl.log(li).to_path_buf();
     until("the leader to purge its log past index 200", || {
         let s = std::fs::read_to_string(&leader_log).unwrap_or_default();
         std::future::ready((purged_upto(&s) > 200).then_some(()))
@@ -646,8 +435,8 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
     }
 
     cl.start(fi);
-    clients[fi] = cl.client(fi).await;
-    converged(&mut clients).await;
+    clients[fi] = cl.client_with(fi, CLIENT_TIMEOUT).await;
+    converged(&clients).await;
     let log = std::fs::read_to_string(cl.log(fi)).unwrap();
     assert!(
         log.contains("install full snapshot"),

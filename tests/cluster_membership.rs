@@ -12,123 +12,19 @@
 //!   writes; removing or updating an unknown member answers "member not found";
 //! - every acknowledged write is readable on every remaining member and their HashKV agrees.
 
+// Each test crate uses only some of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
-use tokio::sync::Mutex;
+use etcd_client::Client;
 
-const ELECTION_MS: u64 = 500;
-const HEARTBEAT_MS: u64 = 50;
-/// Bound on anything the test waits for, so a hang fails instead of blocking the suite.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-fn log_tail(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// Members by name (`m0`..); a member's client and peer URL.
-struct Cluster {
-    dir: tempfile::TempDir,
-    clients: BTreeMap<String, String>,
-    peers: BTreeMap<String, String>,
-    procs: BTreeMap<String, Proc>,
-}
-
-impl Cluster {
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.log"))
-    }
-
-    fn endpoint(&self, name: &str) -> String {
-        self.clients[name].trim_start_matches("http://").to_string()
-    }
-
-    fn logs(&self) -> String {
-        self.procs
-            .keys()
-            .map(|n| format!("--- {n}:\n{}", log_tail(&self.log(n))))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn start(&mut self, name: &str, initial_cluster: &str, state: &str) {
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log(name))
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        cmd.arg("store")
-            .args(["--name", name])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(name))
-            .args(["--listen-client-urls", &self.clients[name]])
-            .args(["--advertise-client-urls", &self.clients[name]])
-            .args(["--listen-peer-urls", &self.peers[name]])
-            .args(["--initial-advertise-peer-urls", &self.peers[name]])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-state", state])
-            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
-            .args(["--election-timeout", &ELECTION_MS.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().expect("spawn keelson store");
-        self.procs.insert(name.to_string(), Proc(child));
-    }
-
-    /// A client of member `name` alone, once it answers Status.
-    async fn client(&mut self, name: &str) -> Client {
-        let deadline = Instant::now() + PATIENCE;
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(10));
-        loop {
-            if let Some(p) = self.procs.get_mut(name) {
-                if let Some(status) = p.0.try_wait().unwrap() {
-                    panic!("{name} exited ({status}):\n{}", self.logs());
-                }
-            }
-            if let Ok(mut c) = Client::connect([self.endpoint(name)], Some(opts.clone())).await {
-                if c.status().await.is_ok() {
-                    return c;
-                }
-            }
-            assert!(Instant::now() < deadline, "{name} not up:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use common::cluster::{
+    agreed_leader, applied, connect_opts, has_all, member_id, revision, until, Cluster, Load,
+};
 
 /// `ETCDCTL_API=3 etcdctl --endpoints=<endpoint> <args>`: (success, stdout, stderr).
 async fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
@@ -150,45 +46,6 @@ async fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Polls `f` until it yields a value; Status has no push form, so this is the event to await.
-async fn until<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The leader all of `clients` agree on.
-async fn agreed_leader(clients: &[Client]) -> Option<u64> {
-    let mut leader = None;
-    for c in clients {
-        let l = c.clone().status().await.ok()?.leader();
-        if l == 0 || leader.is_some_and(|x| x != l) {
-            return None;
-        }
-        leader = Some(l);
-    }
-    leader
-}
-
-async fn member_id(c: &Client) -> u64 {
-    c.clone()
-        .status()
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .member_id()
 }
 
 /// The member IDs `c`'s MemberList shows, with (name, learner, client URLs).
@@ -228,33 +85,17 @@ async fn member_cmd(endpoint: &str, verb: &str, id: u64, retry_while: Option<&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_are_added_promoted_and_removed_under_load() {
-    let p = free_ports(8);
-    let names: Vec<String> = ["m0", "m1", "m2", "m4"].map(String::from).to_vec();
-    let mut cl = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        clients: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), format!("http://127.0.0.1:{}", p[i])))
-            .collect(),
-        peers: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), format!("http://127.0.0.1:{}", p[4 + i])))
-            .collect(),
-        procs: BTreeMap::new(),
-    };
-    let initial: Vec<String> = names[..3]
-        .iter()
-        .map(|n| format!("{n}={}", cl.peers[n]))
-        .collect();
-    for n in &names[..3] {
-        cl.start(n, &initial.join(","), "new");
+    let mut cl = Cluster::new(&["m0", "m1", "m2", "m4"]);
+    let names: Vec<String> = cl.members.iter().map(|m| m.name.clone()).collect();
+    let i4 = cl.index("m4");
+    let initial = cl.initial_cluster(0..3);
+    for i in 0..3 {
+        cl.start_with(i, &initial, Some("new"));
     }
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
     let mut ids: BTreeMap<String, u64> = BTreeMap::new();
-    for n in &names[..3] {
-        let c = cl.client(n).await;
+    for (i, n) in names[..3].iter().enumerate() {
+        let c = cl.client(i).await;
         ids.insert(n.clone(), member_id(&c).await);
         clients.insert(n.clone(), c);
     }
@@ -277,47 +118,21 @@ async fn members_are_added_promoted_and_removed_under_load() {
         .clone();
 
     // A writer through the three original members, throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let eps: Vec<String> = names[..3].iter().map(|n| cl.endpoint(n)).collect();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(10));
-        let mut c = Client::connect(eps, Some(opts)).await.unwrap();
-        let (stop, acked, count) = (stop.clone(), acked.clone(), count.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let (k, v) = (format!("w-{i}"), format!("v-{i}"));
-                i += 1;
-                match c.put(k.clone(), v.clone(), None).await {
-                    Ok(_) => {
-                        acked.lock().await.insert(k, v);
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Not acknowledged: nothing is asserted on it.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        })
-    };
+    let mut load = Load::default();
+    let eps: Vec<String> = (0..3).map(|i| cl.endpoint(i)).collect();
+    let c = Client::connect(eps, Some(connect_opts(Duration::from_secs(10))))
+        .await
+        .unwrap();
+    load.writer(c, "");
     let progressed = |n: usize| {
-        let count = count.clone();
-        async move {
-            let from = count.load(Ordering::Relaxed);
-            until("writes to go on", || {
-                let c = count.load(Ordering::Relaxed);
-                async move { (c >= from + n).then_some(()) }
-            })
-            .await
-        }
+        let from = load.count();
+        load.reached("writes to go on", from + n)
     };
     progressed(50).await;
 
     // Add m4 as a learner, through a follower.
-    let fep = cl.endpoint(&follower);
+    let fep = cl.endpoint(cl.index(&follower));
+    let m4_peer = cl.members[i4].peer_url.clone();
     let (ok, out, err) = etcdctl(
         &fep,
         &[
@@ -325,7 +140,7 @@ async fn members_are_added_promoted_and_removed_under_load() {
             "add",
             "m4",
             "--learner",
-            &format!("--peer-urls={}", cl.peers["m4"]),
+            &format!("--peer-urls={}", m4_peer),
         ],
     )
     .await;
@@ -352,12 +167,9 @@ async fn members_are_added_promoted_and_removed_under_load() {
     };
     assert_eq!(line("ETCD_NAME"), "m4");
     assert_eq!(line("ETCD_INITIAL_CLUSTER_STATE"), "existing");
-    assert_eq!(line("ETCD_INITIAL_ADVERTISE_PEER_URLS"), cl.peers["m4"]);
+    assert_eq!(line("ETCD_INITIAL_ADVERTISE_PEER_URLS"), m4_peer);
     let initial_cluster = line("ETCD_INITIAL_CLUSTER");
-    let mut want: Vec<String> = names
-        .iter()
-        .map(|n| format!("{n}={}", cl.peers[n]))
-        .collect();
+    let mut want: Vec<String> = cl.members.iter().map(|m| m.initial_entry()).collect();
     let mut got: Vec<String> = initial_cluster.split(',').map(String::from).collect();
     want.sort();
     got.sort();
@@ -385,8 +197,8 @@ async fn members_are_added_promoted_and_removed_under_load() {
     );
 
     // m4 joins with what member add printed, learns its ID and catches up.
-    cl.start("m4", &initial_cluster, "existing");
-    let c4 = cl.client("m4").await;
+    cl.start_with(i4, &initial_cluster, Some("existing"));
+    let c4 = cl.client(i4).await;
     assert_eq!(member_id(&c4).await, m4, "m4 has the ID member add gave it");
     ids.insert("m4".into(), m4);
     progressed(20).await;
@@ -409,7 +221,7 @@ async fn members_are_added_promoted_and_removed_under_load() {
     clients.insert("m4".into(), c4.clone());
     until("m4 listed as a started voter everywhere", || {
         let cs: Vec<Client> = clients.values().cloned().collect();
-        let url = cl.clients["m4"].clone();
+        let url = cl.members[i4].client_url.clone();
         async move {
             for c in &cs {
                 let ms = listed(c).await;
@@ -443,7 +255,8 @@ async fn members_are_added_promoted_and_removed_under_load() {
         assert!(!ms.contains_key(&ids[&gone]), "{ms:?}");
         assert_eq!(ms.len(), 3);
     }
-    drop(cl.procs.remove(&gone));
+    let g = cl.index(&gone);
+    cl.members[g].stop();
     progressed(20).await;
 
     member_cmd(&fep, "remove", leader, None).await;
@@ -467,7 +280,8 @@ async fn members_are_added_promoted_and_removed_under_load() {
             "only the two left are listed"
         );
     }
-    drop(cl.procs.remove(&leader_name));
+    let l = cl.index(&leader_name);
+    cl.members[l].stop();
     progressed(20).await;
 
     let (ok, out, err) = etcdctl(
@@ -476,7 +290,7 @@ async fn members_are_added_promoted_and_removed_under_load() {
             "member",
             "update",
             &format!("{m4:x}"),
-            &format!("--peer-urls={}", cl.peers["m4"]),
+            &format!("--peer-urls={}", m4_peer),
         ],
     )
     .await;
@@ -496,39 +310,15 @@ async fn members_are_added_promoted_and_removed_under_load() {
     assert!(!ok);
     assert!(err.contains("Error: etcdserver: member not found"), "{err}");
 
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let acked = load.stop().await;
 
     // Every acknowledged write on both members left; their HashKV agrees.
-    let acked = acked.lock().await.clone();
-    let commit = survivors[0].clone().status().await.unwrap().raft_index();
-    for c in &survivors {
-        until("both members to apply the committed log", || {
-            let mut c = c.clone();
-            async move { (c.status().await.ok()?.raft_applied_index() >= commit).then_some(()) }
-        })
-        .await;
-    }
-    let rev = survivors[0]
-        .clone()
-        .get("probe", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    applied(&survivors, "both members to apply the committed log").await;
+    let rev = revision(&survivors[0]).await;
     let mut hashes = Vec::new();
     for c in &survivors {
-        let mut c = c.clone();
-        for (k, v) in &acked {
-            let got = c.get(k.as_str(), None).await.unwrap();
-            assert_eq!(
-                got.kvs().first().map(|kv| kv.value()),
-                Some(v.as_bytes()),
-                "acknowledged {k} missing"
-            );
-        }
-        hashes.push(c.hash_kv(rev).await.unwrap().hash());
+        has_all(c, &acked).await;
+        hashes.push(c.clone().hash_kv(rev).await.unwrap().hash());
     }
     assert!(acked.len() > 100, "{} writes acknowledged", acked.len());
     assert_eq!(hashes[0], hashes[1], "HashKV at revision {rev}");

@@ -16,135 +16,48 @@
 //! `KEELSON_CRASH_SEED=N` replays it. `KEELSON_CRASH_CYCLES=N` changes the number of kills
 //! (default 20). Thread timing is of course not reproducible, only the schedule.
 
+// Each test crate uses only some of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use common::cluster::{log_tail, Member, NotReady, Probe};
+
 const WRITERS: usize = 8;
 
-/// A `keelson store` process; killed with SIGKILL when dropped.
-struct Member {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    // Hold every listener until all are picked so the ports are distinct.
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-fn log_tail(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-impl Member {
-    fn spawn(data_dir: &Path, log: &Path) -> Member {
-        let p = free_ports(2);
-        let client = format!("http://127.0.0.1:{}", p[0]);
-        let peer = format!("http://127.0.0.1:{}", p[1]);
-        let out = File::options().create(true).append(true).open(log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        cmd.arg("store")
-            .args(["--name", "crash", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("crash={peer}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().expect("spawn keelson store");
-        Member {
-            child,
-            endpoint: format!("127.0.0.1:{}", p[0]),
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// Retries a read until the member answers (bounded), failing at once if it exited.
-    async fn ready(&mut self) -> Option<Client> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(5));
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                eprintln!(
-                    "member exited before it was ready ({status}):\n{}",
-                    log_tail(&self.log)
-                );
-                return None;
-            }
-            if let Ok(mut c) = Client::connect([self.endpoint.as_str()], Some(opts.clone())).await {
-                if c.get("readiness-probe", None).await.is_ok() {
-                    return Some(c);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
+/// Starts a single-member cluster `crash` on `data_dir` (a member restarted on its data dir
+/// with new ports), retrying with fresh ports if one was taken meanwhile.
+async fn start(data_dir: &Path, log: &Path) -> (Member, Client) {
+    for _ in 0..3 {
+        let mut m = Member::new("crash", data_dir, log);
+        let initial = m.initial_entry();
+        m.start(&initial, None, &[], true);
+        match m.ready(Duration::from_secs(5), Probe::Get).await {
+            Ok(c) => return (m, c),
+            Err(NotReady::Exited(status)) => eprintln!(
+                "member exited before it was ready ({status}):\n{}",
+                log_tail(log)
+            ),
+            Err(NotReady::TimedOut) => panic!(
                 "member on {} not ready after 30 s:\n{}",
-                self.endpoint,
-                log_tail(&self.log)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                m.endpoint(),
+                log_tail(log)
+            ),
         }
     }
-
-    /// Starts a member on `data_dir`, retrying with fresh ports if one was taken meanwhile.
-    async fn start(data_dir: &Path, log: &Path) -> (Member, Client) {
-        for _ in 0..3 {
-            let mut m = Member::spawn(data_dir, log);
-            if let Some(c) = m.ready().await {
-                return (m, c);
-            }
-        }
-        panic!(
-            "keelson store would not start on {data_dir:?}:\n{}",
-            log_tail(log)
-        );
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
+    panic!(
+        "keelson store would not start on {data_dir:?}:\n{}",
+        log_tail(log)
+    );
 }
 
 /// One write a writer attempted: `keys` all written with `value` (one key for a put, three for
@@ -316,7 +229,7 @@ async fn acknowledged_writes_survive_kill_9() {
     // The highest revision acknowledged in any earlier cycle.
     let mut max_acked = 0i64;
     let mut acked_revs: HashMap<i64, Vec<String>> = HashMap::new();
-    let (mut member, mut client) = Member::start(&data_dir, &log).await;
+    let (mut member, mut client) = start(&data_dir, &log).await;
     for cycle in 0..cycles {
         let (stored, head) = read_all(&mut client).await;
         verify(&writes, &stored, head, max_acked, cycle);
@@ -363,7 +276,7 @@ async fn acknowledged_writes_survive_kill_9() {
         );
         max_acked = max_acked.max(acked.iter().copied().max().unwrap_or(0));
         writes.extend(this_cycle);
-        let (m, c) = Member::start(&data_dir, &log).await;
+        let (m, c) = start(&data_dir, &log).await;
         member = m;
         client = c;
     }

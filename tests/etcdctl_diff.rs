@@ -24,6 +24,8 @@
 //! Other knobs: `KEELSON_KEEP_TMP=1` keeps the servers' temp dirs (data and
 //! `server.log`), `KEELSON_ETCD_BIN` / `KEELSON_ETCDCTL_BIN` pick binaries.
 
+// Each test crate uses only some of the shared helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;

@@ -3,6 +3,9 @@
 //! Use from a test crate with `mod common;` (this directory is not a test
 //! target of its own). Modules:
 //!
+//! * [`cluster`]: `keelson store` members and clusters of them on loopback (start, SIGKILL,
+//!   restart, clients once ready, leader/convergence waits, a write load), for the cluster
+//!   and crash tests.
 //! * [`proc`]: free ports, locating binaries on `PATH`, running a child
 //!   process with stdin/timeout/"stop after this line" and a kill-on-drop
 //!   guard.
@@ -19,8 +22,11 @@
 //! * `KEELSON_SKIP_ETCD=1`: tests that need the real etcd print a skip
 //!   message and pass when etcd/etcdctl are missing (otherwise they fail).
 //! * `KEELSON_KEEP_TMP=1`: keep server temp dirs (data, logs) after the test.
-#![allow(dead_code)]
+//!
+//! Each test crate uses only part of this, so it declares the module as
+//! `#[allow(dead_code)] mod common;` (Cargo's pattern for shared test helpers).
 
+pub mod cluster;
 pub mod etcdctl;
 pub mod normalize;
 pub mod proc;
