@@ -114,6 +114,9 @@ struct StoreArgs {
     /// (faster; assumes clocks run at about the same rate on every member).
     #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_READ")]
     experimental_lease_read: bool,
+    /// Check data corruption with the peers' HashKV before serving (a member with data).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK")]
+    experimental_initial_corrupt_check: bool,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +216,7 @@ impl StoreArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             snapshot_count: self.snapshot_count,
             experimental_lease_read: self.experimental_lease_read,
+            experimental_initial_corrupt_check: self.experimental_initial_corrupt_check,
         })
     }
 }
@@ -251,6 +255,7 @@ async fn start_replicated(cfg: StoreConfig) -> anyhow::Result<(Store, keelson_ra
         snapshot_count: cfg.snapshot_count,
         max_request_bytes: cfg.max_request_bytes,
         lease_read: cfg.experimental_lease_read,
+        initial_corrupt_check: cfg.experimental_initial_corrupt_check,
     };
     // A member added to a running cluster learns its ID from the cluster first.
     let ids = keelson_raft::identity(&opts)
@@ -292,13 +297,34 @@ async fn main() -> anyhow::Result<()> {
             for a in store.client_addrs() {
                 tracing::info!("serving client requests on {a}");
             }
+            // A member removed from the cluster stops by itself, as etcd's does.
+            let removed = raft.as_ref().map(|r| r.removed());
+            let (tx, was_removed) = tokio::sync::oneshot::channel::<()>();
             store
-                .serve(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                .serve(async move {
+                    let removed = async {
+                        match removed {
+                            Some(r) => r.await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = removed => {
+                            tracing::warn!(
+                                "the member has been permanently removed from the cluster; \
+                                 stopping (its data dir must be removed before it rejoins)"
+                            );
+                            let _ = tx.send(());
+                        }
+                    }
                 })
                 .await?;
             if let Some(raft) = raft {
                 raft.shutdown().await;
+            }
+            if was_removed.await.is_ok() {
+                tracing::warn!("stopped: the member has been permanently removed from the cluster");
             }
         }
     }

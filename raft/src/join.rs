@@ -35,6 +35,10 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 pub(crate) struct MembersReply {
     pub(crate) cluster_id: u64,
     pub(crate) members: Vec<(u64, Member)>,
+    /// The log index of that membership, and whether the answering member applied it (so it
+    /// is committed): how a removed member learns it was removed (`removed.rs`).
+    pub(crate) membership_index: Option<u64>,
+    pub(crate) membership_applied: bool,
 }
 
 /// The `Members` peer call answered from `raft`'s membership.
@@ -44,7 +48,10 @@ where
 {
     let m = raft.metrics();
     let m = m.borrow_watched();
+    let stored = &m.membership_config;
     MembersReply {
+        membership_index: stored.log_id().map(|l| l.index),
+        membership_applied: m.last_applied.is_some_and(|a| Some(a) >= *stored.log_id()),
         cluster_id,
         members: m
             .membership_config

@@ -46,6 +46,7 @@
 //! entry missing after replay, is loss of acknowledged data and opening fails with
 //! [`LogError::Corrupt`]: the member refuses to start rather than forget what it promised.
 
+mod corrupt;
 mod forward;
 mod join;
 mod leader;
@@ -59,6 +60,7 @@ mod outcome;
 mod peer_service;
 mod proposer;
 mod read;
+mod removed;
 mod state_machine;
 mod types;
 

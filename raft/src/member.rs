@@ -98,6 +98,8 @@ pub struct MemberOptions {
     pub max_request_bytes: usize,
     /// `--experimental-lease-read`
     pub lease_read: bool,
+    /// `--experimental-initial-corrupt-check` (`corrupt.rs`)
+    pub initial_corrupt_check: bool,
 }
 
 /// A started member's raft side: what must be stopped after the store stops serving.
@@ -105,11 +107,18 @@ pub struct RaftHandle {
     pub raft: StoreRaft,
     /// This member's ID.
     pub id: u64,
+    cluster_id: u64,
     peer_stop: tokio::sync::watch::Sender<bool>,
     peer_servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl RaftHandle {
+    /// Resolves once this member has been removed from the cluster (`removed.rs`); never if
+    /// raft stops first.
+    pub fn removed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::removed::removed(self.raft.clone(), self.id, self.cluster_id)
+    }
+
     /// Stops raft and the peer servers (after the store stopped serving clients).
     pub async fn shutdown(self) {
         if let Err(e) = self.raft.shutdown().await {
@@ -201,9 +210,18 @@ pub async fn start(
     let listeners = bind_peers(&opts.listen_peer_urls).await?;
     let log = LogStore::open(opts.data_dir.join("member").join("wal")).await?;
     let replica = Arc::new(unstarted.replica());
+    let hashes = unstarted.replica();
     let leases: Arc<dyn LeaseClock> = replica.clone();
     let sm = StateMachine::new(replica).await?;
     let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
+
+    // Before this member serves peers or clients, as etcd's (only a member with data).
+    if opts.initial_corrupt_check && raft.is_initialized().await? {
+        if let Err(e) = crate::corrupt::check(&raft, hashes, id).await {
+            let _ = raft.shutdown().await;
+            return Err(e.into());
+        }
+    }
 
     let (peer_stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut peer_servers = Vec::new();
@@ -259,6 +277,7 @@ pub async fn start(
         RaftHandle {
             raft,
             id,
+            cluster_id,
             peer_stop,
             peer_servers,
         },

@@ -361,6 +361,10 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
             term: m.current_term,
             commit_index: m.local_committed.map_or(0, |c| c.index),
             applied_index: m.last_applied.map_or(0, |a| a.index),
+            is_learner: {
+                let ms = m.membership_config.membership();
+                ms.get_node(&self.inner.me).is_some() && !ms.voter_ids().any(|v| v == self.inner.me)
+            },
         })
     }
 

@@ -53,6 +53,9 @@ pub struct StoreConfig {
     /// (no quorum round while a quorum acknowledged it within the lease) instead of ReadIndex.
     /// Faster, but correct only while clocks run at about the same rate on every member.
     pub experimental_lease_read: bool,
+    /// `--experimental-initial-corrupt-check`: a replicated member with data compares its
+    /// HashKV with its peers' before serving, and refuses to start on a mismatch.
+    pub experimental_initial_corrupt_check: bool,
 }
 
 /// etcd's default quota when `--quota-backend-bytes` is 0.
@@ -80,6 +83,7 @@ impl Default for StoreConfig {
             heartbeat_interval: Duration::from_millis(100),
             snapshot_count: 100_000,
             experimental_lease_read: false,
+            experimental_initial_corrupt_check: false,
         }
     }
 }

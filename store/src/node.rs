@@ -121,6 +121,9 @@ pub struct RaftStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// This member is a learner in the membership it knows (etcd serves a learner only Status
+    /// and serializable Range: `server/require_leader.rs`).
+    pub is_learner: bool,
 }
 
 /// One member as MemberList describes it.

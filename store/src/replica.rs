@@ -107,6 +107,13 @@ impl Replica {
         self.core.applied_index()
     }
 
+    /// etcd's HashKV at revision `rev` (0: the current one): (hash, compact revision or -1,
+    /// the current revision), or `Compacted` / `FutureRev`. Blocking (it hashes every version);
+    /// the initial corruption check compares it with the peers' (`keelson-raft`'s `corrupt.rs`).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        crate::server::maintenance::hash_kv(&self.core, rev)
+    }
+
     /// Renews lease `id`'s deadline in this member's lessor (KeepAlive reaching the leader,
     /// which keeps lease time): its TTL, or `LeaseNotFound` (unknown, or already expired).
     pub fn renew_lease(&self, id: i64) -> Result<i64> {

@@ -155,6 +155,22 @@ impl Member {
         p.kill();
     }
 
+    /// The process's exit status once it exits by itself within `patience` (polled every
+    /// 20 ms: a child's exit is not an event tokio can await on a std process); `None` if it
+    /// still runs then.
+    pub async fn exits_within(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.proc.as_mut().and_then(|p| p.exited()) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills the process if it runs (as dropping the member does).
     pub fn stop(&mut self) {
         drop(self.proc.take());

@@ -52,6 +52,11 @@ impl Kv for KvService {
             return Err(Error::EmptyKey.into());
         }
         if !r.serializable {
+            // A learner serves only serializable ranges (etcd's `isRPCSupportedForLearner`);
+            // the other calls are refused in `require_leader.rs`.
+            if self.core.proposer().status().is_some_and(|s| s.is_learner) {
+                return Err(Error::NotSupportedForLearner.into());
+            }
             // Before the read lock is taken: the read must see everything committed before it
             // arrived, which this member may not have applied yet.
             self.core.proposer().read_barrier().await?;

@@ -148,7 +148,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: raft.applied_index,
             errors: core.alarms.list().iter().map(alarm_text).collect(),
             db_size_in_use: core.backend.size_in_use() as i64,
-            is_learner: false,
+            is_learner: raft.is_learner,
         }))
     }
 
@@ -266,6 +266,7 @@ fn keelson_status(me: u64, applied: u64) -> crate::node::RaftStatus {
         term: 2,
         commit_index: applied,
         applied_index: applied,
+        is_learner: false,
     }
 }
 

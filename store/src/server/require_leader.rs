@@ -7,6 +7,13 @@
 //! service sees the request. Whether a leader is known is the proposer's call
 //! ([`crate::Propose::has_leader`]); requests without the metadata pass untouched.
 //!
+//! The same layer refuses what a learner does not serve (etcd 3.4's `isRPCSupportedForLearner`
+//! in the same interceptors): on a learner every gRPC call but Status and Range answers
+//! Unavailable `etcdserver: rpc not supported for learner`, streams included; a Range is let
+//! through to `kv.rs`, which refuses it unless it is serializable (the flag is in the body,
+//! which this layer does not decode). HTTP endpoints (`/health`, `/metrics`) are not gRPC and
+//! pass.
+//!
 //! Not done: etcd also cancels such streams once the member has had no leader for three
 //! election timeouts (`monitorLeader`).
 
@@ -21,6 +28,18 @@ use crate::error::Error;
 /// etcd's `rpctypes.MetadataRequireLeaderKey` and `MetadataHasLeader`.
 const KEY: &str = "hasleader";
 const VALUE: &str = "true";
+
+/// The calls a learner serves (Range only when serializable, checked in `kv.rs`).
+const LEARNER_CALLS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+
+/// Whether a learner refuses `req`: a gRPC call other than [`LEARNER_CALLS`].
+fn refused_on_learner<B>(req: &http::Request<B>) -> bool {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    grpc && !LEARNER_CALLS.contains(&req.uri().path())
+}
 
 /// Wraps each service in [`RequireLeader`].
 #[derive(Clone)]
@@ -61,6 +80,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if refused_on_learner(&req) && self.core.proposer().status().is_some_and(|s| s.is_learner) {
+            return Box::pin(async {
+                Ok(tonic::Status::from(Error::NotSupportedForLearner).into_http())
+            });
+        }
         let required = req.headers().get(KEY).is_some_and(|v| v == VALUE);
         if !required {
             return Box::pin(self.inner.call(req));
