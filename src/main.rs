@@ -1,12 +1,15 @@
 //! `keelson`: the one CLI. It parses flags and wires the crates together; nothing else.
 //!
 //! `keelson store` takes etcd's own flag names and `ETCD_*` environment variables, so an
-//! etcd member's command line or unit file works unchanged.
+//! etcd member's command line or unit file works unchanged. `keelson up` runs one or three
+//! members in one process on 127.0.0.1, each exactly as `keelson store` with the flags it
+//! derives. Both stop on Ctrl-C (SIGINT) or SIGTERM.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use keelson_store::{CompactionMode, Store, StoreConfig};
 
@@ -24,7 +27,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a store member (etcd v3 API), with etcd's flags.
-    Store(StoreArgs),
+    Store(Box<StoreArgs>),
+    /// Run 1 or 3 store members in this one process, on 127.0.0.1 (a local cluster).
+    Up(UpArgs),
+}
+
+/// `keelson up`: member i is `m<i>` with data dir `DIR/m<i>`, client port `N + 10 i` and peer
+/// port one above its client port.
+#[derive(Args)]
+struct UpArgs {
+    /// How many store members to run (1 or 3).
+    #[arg(long, default_value_t = 1, value_parser = PossibleValuesParser::new(["1", "3"]).map(|s| s.parse::<u16>().unwrap()))]
+    store_members: u16,
+    /// Where the members keep their data (one directory per member inside it).
+    #[arg(long, default_value = "./keelson-up")]
+    data_dir: PathBuf,
+    /// The first member's client port; the others' are 10 and 20 above it.
+    #[arg(long, default_value_t = 2379)]
+    client_port: u16,
 }
 
 #[derive(Args)]
@@ -267,6 +287,174 @@ async fn start_replicated(cfg: StoreConfig) -> anyhow::Result<(Store, keelson_ra
         .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Runs one store member from its flags (`keelson store`, and each member of `keelson up`)
+/// until `shutdown` resolves or the member is removed from the cluster.
+async fn run_store(
+    args: StoreArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let names: std::collections::BTreeSet<&str> = cfg
+        .initial_cluster
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    // A single member keeps its own group-commit log; more go through raft.
+    let (store, raft) = if names.len() > 1 {
+        let (store, raft) = start_replicated(cfg).await?;
+        (store, Some(raft))
+    } else {
+        (Store::open(cfg).await?, None)
+    };
+    for a in store.client_addrs() {
+        tracing::info!("serving client requests on {a}");
+    }
+    // A member removed from the cluster stops by itself, as etcd's does.
+    let removed = raft.as_ref().map(|r| r.removed());
+    let (tx, was_removed) = tokio::sync::oneshot::channel::<()>();
+    store
+        .serve(async move {
+            let removed = async {
+                match removed {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = removed => {
+                    tracing::warn!(
+                        "the member has been permanently removed from the cluster; \
+                         stopping (its data dir must be removed before it rejoins)"
+                    );
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await?;
+    if let Some(raft) = raft {
+        raft.shutdown().await;
+    }
+    if was_removed.await.is_ok() {
+        tracing::warn!("stopped: the member has been permanently removed from the cluster");
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the two ways a member is asked to stop.
+async fn stop_requested() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+impl UpArgs {
+    /// The `keelson store` flags of each member.
+    fn members(&self) -> anyhow::Result<Vec<StoreArgs>> {
+        let n = self.store_members;
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|i| {
+                let client = self
+                    .client_port
+                    .checked_add(10 * i)
+                    .and_then(|c| c.checked_add(1).map(|p| (c, p)))
+                    .context("--client-port too high for the members' ports")?;
+                Ok(client)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let client = format!("http://127.0.0.1:{client}");
+                let peer = format!("http://127.0.0.1:{peer}");
+                let dir = self.data_dir.join(format!("m{i}"));
+                let argv: Vec<std::ffi::OsString> = vec![
+                    "keelson".into(),
+                    "store".into(),
+                    "--name".into(),
+                    format!("m{i}").into(),
+                    "--data-dir".into(),
+                    dir.into_os_string(),
+                    "--listen-client-urls".into(),
+                    client.clone().into(),
+                    "--advertise-client-urls".into(),
+                    client.into(),
+                    "--listen-peer-urls".into(),
+                    peer.clone().into(),
+                    "--initial-advertise-peer-urls".into(),
+                    peer.into(),
+                    "--initial-cluster".into(),
+                    cluster.clone().into(),
+                ];
+                // The same parser as `keelson store`, so every other flag keeps its default.
+                match Cli::try_parse_from(argv)?.cmd {
+                    Cmd::Store(args) => Ok(*args),
+                    _ => unreachable!("parsed a store command line"),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the members concurrently until Ctrl-C or SIGTERM (or until one of them fails,
+    /// which stops the others).
+    async fn run(self) -> anyhow::Result<()> {
+        let members = self.members()?;
+        let endpoints: Vec<String> = members
+            .iter()
+            .map(|m| m.advertise_client_urls.join(","))
+            .collect();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut running = tokio::task::JoinSet::new();
+        for args in members {
+            let mut stopped = stopped.clone();
+            running.spawn(run_store(args, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        println!(
+            "{} store member(s) up; data in {}\netcdctl --endpoints {} endpoint status --cluster -w table",
+            endpoints.len(),
+            self.data_dir.display(),
+            endpoints.join(",")
+        );
+        let signal = tokio::spawn(stop_requested());
+        let mut result = Ok(());
+        tokio::select! {
+            _ = signal => {}
+            Some(done) = running.join_next() => {
+                result = done.context("a member panicked").and_then(|r| r);
+            }
+        }
+        let _ = stop.send(true);
+        while let Some(done) = running.join_next().await {
+            let r = done.context("a member panicked").and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -276,57 +464,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Store(StoreArgs {
-            cmd: Some(StoreCmd::Snapshot(SnapshotCmd::Restore(r))),
-            ..
-        }) => r.run()?,
-        Cmd::Store(args) => {
-            let cfg = args.config()?;
-            let names: std::collections::BTreeSet<&str> = cfg
-                .initial_cluster
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
-            // A single member keeps its own group-commit log; more go through raft.
-            let (store, raft) = if names.len() > 1 {
-                let (store, raft) = start_replicated(cfg).await?;
-                (store, Some(raft))
-            } else {
-                (Store::open(cfg).await?, None)
-            };
-            for a in store.client_addrs() {
-                tracing::info!("serving client requests on {a}");
-            }
-            // A member removed from the cluster stops by itself, as etcd's does.
-            let removed = raft.as_ref().map(|r| r.removed());
-            let (tx, was_removed) = tokio::sync::oneshot::channel::<()>();
-            store
-                .serve(async move {
-                    let removed = async {
-                        match removed {
-                            Some(r) => r.await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = removed => {
-                            tracing::warn!(
-                                "the member has been permanently removed from the cluster; \
-                                 stopping (its data dir must be removed before it rejoins)"
-                            );
-                            let _ = tx.send(());
-                        }
-                    }
-                })
-                .await?;
-            if let Some(raft) = raft {
-                raft.shutdown().await;
-            }
-            if was_removed.await.is_ok() {
-                tracing::warn!("stopped: the member has been permanently removed from the cluster");
-            }
-        }
+        Cmd::Store(args) => match *args {
+            StoreArgs {
+                cmd: Some(StoreCmd::Snapshot(SnapshotCmd::Restore(r))),
+                ..
+            } => r.run()?,
+            args => run_store(args, stop_requested()).await?,
+        },
+        Cmd::Up(up) => up.run().await?,
     }
     Ok(())
 }

@@ -16,7 +16,12 @@
 //!   answers from its own state;
 //! - a lease kept alive only through a follower (renewed by the leader, which keeps lease time)
 //!   outlives three TTLs, TimeToLive through the follower reports the leader's clock, and once
-//!   the keep-alives stop the lease expires and its key is deleted.
+//!   the keep-alives stop the lease expires and its key is deleted;
+//! - `etcdctl move-leader` against the leader makes the target lead (every member agrees); a
+//!   follower refuses MoveLeader (`not leader`), as does the leader for an unknown target;
+//! - `keelson up --store-members 3` runs the three in one process: etcdctl's
+//!   `endpoint status --cluster` shows three members, one leader, equal raft indexes, and
+//!   SIGTERM stops the process cleanly.
 
 // Each test crate uses only some of the shared helpers.
 #[allow(dead_code)]
@@ -27,7 +32,8 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions, PutOptions};
 
 use common::cluster::{
-    connect_opts, converged, has_all, member_id, new_leader_soon, until, Cluster, Load,
+    agreed_leader, connect_opts, converged, has_all, member_id, new_leader_soon, until, Cluster,
+    Load,
 };
 
 const WRITERS: usize = 4;
@@ -241,4 +247,195 @@ async fn lease_read_mode_reads_linearizably_on_followers() {
     reads_follow_writes(&mut leader, &mut follower, 100).await;
     reads_follow_writes(&mut follower, &mut leader, 20).await;
     drop(cl);
+}
+
+/// `etcdctl move-leader` against the leader hands leadership to the member named; a follower
+/// refuses MoveLeader and an unknown target is refused, with etcd's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_leader_hands_leadership_to_the_target() {
+    let (cl, mut clients, li) = started(&[]).await;
+    let fi = (li + 1) % 3;
+    let target = member_id(&clients[fi]).await;
+
+    // Only the leader accepts it (etcdctl finds the leader itself; a raw client may not).
+    let e = clients[fi].move_leader(target).await.unwrap_err();
+    assert!(e.to_string().contains("etcdserver: not leader"), "{e}");
+    let e = clients[li].move_leader(0x1234).await.unwrap_err();
+    assert!(
+        e.to_string().contains("etcdserver: bad leader transferee"),
+        "{e}"
+    );
+
+    let endpoint = cl.endpoint(li);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &endpoint,
+                "move-leader",
+                &format!("{target:x}"),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "etcdctl move-leader: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cl.logs()
+    );
+    assert!(
+        stdout.contains("Leadership transferred from") && stdout.contains(&format!("{target:x}")),
+        "{stdout}"
+    );
+    // The old leader answered once it saw the target lead: all three agree now or soon.
+    until("every member to see the target lead", || {
+        let cs = clients.clone();
+        async move { (agreed_leader(&cs).await? == target).then_some(()) }
+    })
+    .await;
+    // Writes go on under the new leader.
+    clients[li].put("after-move", "v", None).await.unwrap();
+    drop(cl);
+}
+
+/// Client ports `base`, `base + 10`, `base + 20` and the peer ports one above each, all free
+/// right now (bound and released).
+fn free_up_ports() -> u16 {
+    loop {
+        let base = common::proc::free_port();
+        if base > u16::MAX - 30 {
+            continue;
+        }
+        let all =
+            [0, 1, 10, 11, 20, 21].map(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)));
+        if all.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// `etcdctl endpoint status --cluster -w table` against `endpoint`: per member row,
+/// (is leader, raft index).
+fn status_table(endpoint: &str) -> Option<Vec<(bool, u64)>> {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            endpoint,
+            "endpoint",
+            "status",
+            "--cluster",
+            "-w",
+            "table",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // | ENDPOINT | ID | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | RAFT INDEX | ...
+    text.lines()
+        .filter(|l| l.starts_with("| http"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            Some((cells[5] == "true", cells[8].parse().ok()?))
+        })
+        .collect()
+}
+
+/// `keelson up --store-members 3` runs a three-member cluster in one process: etcdctl sees
+/// three members, one leader, equal raft indexes once writes stop; SIGTERM stops it promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_runs_three_members_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut attempt = 0;
+    let (mut up, endpoint) = loop {
+        attempt += 1;
+        let base = free_up_ports();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args([
+                "up",
+                "--store-members",
+                "3",
+                "--client-port",
+                &base.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("try{attempt}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut up = common::proc::ChildGuard::new(child);
+        let endpoint = format!("http://127.0.0.1:{base}");
+        // Up once a write goes through; a port taken meanwhile makes it exit: try new ports.
+        let started = until("keelson up to serve (or exit)", || {
+            let exited = up.exited();
+            let endpoint = endpoint.clone();
+            async move {
+                if exited.is_some() {
+                    return Some(false);
+                }
+                let put = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new("etcdctl")
+                        .env("ETCDCTL_API", "3")
+                        .args(["--endpoints", &endpoint, "put", "up", "v"])
+                        .output()
+                        .unwrap()
+                })
+                .await
+                .unwrap();
+                put.status.success().then_some(true)
+            }
+        })
+        .await;
+        if started {
+            break (up, endpoint);
+        }
+        assert!(
+            attempt < 5,
+            "keelson up exited:\n{}",
+            common::cluster::log_tail(&dir.path().join("up.log"))
+        );
+    };
+
+    // Three members, exactly one leader, and (writes stopped) every raft index equal.
+    let e = endpoint.clone();
+    let rows = until("three members, one leader, equal raft indexes", || {
+        let e = e.clone();
+        async move {
+            let rows = tokio::task::spawn_blocking(move || status_table(&e))
+                .await
+                .unwrap()?;
+            let leaders = rows.iter().filter(|r| r.0).count();
+            let equal = rows.windows(2).all(|w| w[0].1 == w[1].1);
+            (rows.len() == 3 && leaders == 1 && equal).then_some(rows)
+        }
+    })
+    .await;
+    eprintln!("endpoint status: {rows:?}");
+
+    // SIGTERM stops all three, cleanly, within a bounded time.
+    let pid = up.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = until("keelson up to stop after SIGTERM", || {
+        let s = up.exited();
+        async move { s }
+    })
+    .await;
+    assert!(
+        status.success(),
+        "keelson up stopped with {status}:\n{}",
+        common::cluster::log_tail(&dir.path().join("up.log"))
+    );
 }

@@ -11,6 +11,8 @@
 //! would: `NoLeader` when no leader is known, `Timeout` otherwise; a write whose entry a new
 //! leader overwrote fails with `LeaderChanged`.
 //!
+//! MoveLeader (etcd's) asks openraft's leader transfer and waits until the target leads.
+//!
 //! A linearizable read's barrier gets the leader's read index (here or from the leader,
 //! `leader.rs`), in rounds shared by concurrent readers (`read.rs`), then waits until this
 //! member has applied that index. Lease renewals and TimeToLive are answered by the leader's
@@ -406,6 +408,51 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
                 Outcome::Rejected(e) => Err(e),
                 _ => Ok(()),
             }
+        }))
+    }
+
+    fn move_leader(&self, target: u64) -> Option<BoxFuture<'static, keelson_store::Result<()>>> {
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(async move {
+            // etcd's order: a member that does not lead refuses first, then a target that is
+            // not a voter (a learner cannot lead).
+            let (leads, voter) = {
+                let m = inner.raft.metrics();
+                let m = m.borrow_watched();
+                let voter = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == target);
+                (m.current_leader == Some(inner.me), voter)
+            };
+            if !leads {
+                return Err(Error::NotLeader);
+            }
+            if !voter {
+                return Err(Error::BadLeaderTransferee);
+            }
+            if target == inner.me {
+                return Ok(());
+            }
+            inner
+                .raft
+                .trigger()
+                .transfer_leader(target)
+                .await
+                .map_err(|_| Error::Stopped)?;
+            // As etcd's, the old leader answers once it sees the target lead, within the
+            // request timeout.
+            inner
+                .raft
+                .wait(Some(inner.request_timeout))
+                .metrics(|m| m.current_leader == Some(target), "leadership moved")
+                .await
+                .map_err(|e| match e {
+                    openraft::metrics::WaitError::Timeout(..) => Error::TimeoutLeaderTransfer,
+                    openraft::metrics::WaitError::ShuttingDown => Error::Stopped,
+                })?;
+            Ok(())
         }))
     }
 

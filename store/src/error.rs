@@ -61,6 +61,10 @@ pub enum Error {
     CorruptCluster,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists,
     #[error("etcdserver: given member URLs are invalid")]
@@ -156,6 +160,7 @@ impl Error {
             | Error::NotSupportedForLearner => Code::Unavailable,
             Error::AuthNotEnabled
             | Error::BadLeaderTransferee
+            | Error::NotLeader
             | Error::PeerUrlExists
             | Error::MemberNotEnoughStarted
             | Error::MemberNotLearner
@@ -170,6 +175,7 @@ impl Error {
             | Error::RoleNotGranted
             | Error::PermissionNotGranted => Code::FailedPrecondition,
             Error::CorruptCluster => Code::DataLoss,
+            Error::TimeoutLeaderTransfer => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Corrupt(_) => Code::DataLoss,
             Error::Io(_) => Code::Unknown,

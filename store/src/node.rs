@@ -93,6 +93,15 @@ pub trait Propose: Send + Sync + 'static {
     fn change_members(&self, _change: MemberChange) -> Option<BoxFuture<'static, Result<()>>> {
         None
     }
+
+    /// Maintenance.MoveLeader: hands leadership to voter `target` and resolves once this member
+    /// sees it lead, as etcd's `MoveLeader`: `NotLeader` on a member that does not lead,
+    /// `BadLeaderTransferee` for a target that is not a voter, `TimeoutLeaderTransfer` when the
+    /// target does not lead within the request timeout. `None` for the single member, which
+    /// always leads and can only "move" leadership to itself.
+    fn move_leader(&self, _target: u64) -> Option<BoxFuture<'static, Result<()>>> {
+        None
+    }
 }
 
 /// A membership change (the Cluster service's MemberAdd, MemberPromote, MemberRemove,

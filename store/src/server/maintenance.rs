@@ -13,6 +13,9 @@
 //!   the first compaction, as in etcd.
 //! - Snapshot streams the snapshot body (`snapshot.rs`) in 32 KiB chunks, `remaining_bytes`
 //!   counting down the body, then the body's sha256 as a last message, as etcd does.
+//! - MoveLeader is answered by the proposer (`Propose::move_leader`): only the leader accepts
+//!   it, the target must be a voter, and it returns once the target leads; the single member
+//!   accepts only itself. The response has no header, as etcd's.
 //! - Downgrade does not exist in etcd 3.4, so it answers Unimplemented with gRPC's standard
 //!   "unknown method" text.
 
@@ -240,13 +243,15 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        // The only member is the leader; moving leadership to it is a no-op, as in etcd.
-        if req.into_inner().target_id != self.core.member_id {
-            return Err(Error::BadLeaderTransferee.into());
+        let target = req.into_inner().target_id;
+        match self.core.proposer().move_leader(target) {
+            Some(transfer) => transfer.await?,
+            // The only member is the leader; moving leadership to it is a no-op, as in etcd.
+            None if target == self.core.member_id => {}
+            None => return Err(Error::BadLeaderTransferee.into()),
         }
-        Ok(Response::new(MoveLeaderResponse {
-            header: self.core.header(0),
-        }))
+        // etcd answers an empty response (no header).
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(
