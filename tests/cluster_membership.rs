@@ -202,6 +202,24 @@ async fn members_are_added_promoted_and_removed_under_load() {
         err.contains("Error: etcdserver: can only promote a learner member\n"),
         "{err}"
     );
+    // etcd 3.4 allows one learner at a time.
+    let m5_peer = format!("http://127.0.0.1:{}", common::proc::free_port());
+    let (ok, _, err) = etcdctl(
+        &fep,
+        &[
+            "member",
+            "add",
+            "m5",
+            "--learner",
+            &format!("--peer-urls={m5_peer}"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: too many learner members in cluster"),
+        "{err}"
+    );
 
     // m4 joins with what member add printed, learns its ID and catches up.
     cl.start_with(i4, &initial_cluster, Some("existing"));

@@ -41,6 +41,9 @@ use crate::types::{Member, Membership, Outcome, TypeConfig};
 /// How long a change waits for an earlier membership change to be committed.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 
+/// etcd 3.4's `maxLearners`: at most this many learners in the cluster.
+const MAX_LEARNERS: usize = 1;
+
 /// etcd's `readyPercent`: a learner may be promoted once its log matches 90 % of the leader's.
 const READY_PERCENT: f64 = 0.9;
 
@@ -144,6 +147,14 @@ where
                     .any(|(_, n)| n.peer_urls.iter().any(|u| peer_urls.contains(u)))
             {
                 return Err(Error::PeerUrlExists);
+            }
+            // etcd 3.4 allows one learner at a time (`maxLearners`).
+            let learners = ms
+                .nodes()
+                .filter(|(nid, _)| !ms.voter_ids().any(|v| v == **nid))
+                .count();
+            if learner && !retried && learners >= MAX_LEARNERS {
+                return Err(Error::TooManyLearners);
             }
             if !learner {
                 // etcd's IsReadyToAddVotingMember: counting the new (unstarted) voter, the

@@ -194,6 +194,7 @@ error_table! {
         42 => MissingLeaderKey,
         43 => LearnerNotReady,
         44 => MemberExists,
+        45 => TooManyLearners,
     }
     texts {
         200 => Unimplemented,

@@ -77,6 +77,8 @@ pub enum Error {
     LearnerNotReady,
     #[error("etcdserver: member ID already exist")]
     MemberExists,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: root user does not exist")]
     RootUserNotExist,
     #[error("etcdserver: root user does not have root role")]
@@ -166,6 +168,7 @@ impl Error {
             | Error::MemberNotLearner
             | Error::LearnerNotReady
             | Error::MemberExists
+            | Error::TooManyLearners
             | Error::RootUserNotExist
             | Error::RootRoleNotExist
             | Error::UserAlreadyExists
