@@ -27,20 +27,35 @@ pub type Pair = (Vec<u8>, Vec<u8>);
 #[derive(Default, Debug, Clone)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Per op: a put of a key known not to exist yet ([`WriteBatch::put_fresh`]).
+    fresh: Vec<bool>,
 }
 
 impl WriteBatch {
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push((key, Some(value)));
+        self.fresh.push(false);
+    }
+    /// A put of a key the caller knows is not stored yet (a new revision record): a backend
+    /// that accounts replaced bytes can skip looking it up, which keeps a read off the write
+    /// path of every revision.
+    pub fn put_fresh(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+        self.fresh.push(true);
     }
     pub fn delete(&mut self, key: Vec<u8>) {
         self.ops.push((key, None));
+        self.fresh.push(false);
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+    /// The ops in order, each with whether it is a fresh put.
+    pub(crate) fn into_ops(self) -> impl Iterator<Item = ((Vec<u8>, Option<Vec<u8>>), bool)> {
+        self.ops.into_iter().zip(self.fresh)
     }
 }
 

@@ -66,10 +66,13 @@ impl Backend for SledBackend {
     fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut b = sled::Batch::default();
         let mut delta: i64 = 0;
-        for (k, v) in batch.ops {
-            // Keep the in-use total honest: subtract what a put replaces or a delete removes.
-            if let Some(old) = self.db.get(&k)? {
-                delta -= (k.len() + old.len()) as i64;
+        for ((k, v), fresh) in batch.into_ops() {
+            // Keep the in-use total honest: subtract what a put replaces or a delete removes
+            // (a fresh put replaces nothing, so it needs no lookup).
+            if !fresh {
+                if let Some(old) = self.db.get(&k)? {
+                    delta -= (k.len() + old.len()) as i64;
+                }
             }
             match v {
                 Some(v) => {

@@ -136,7 +136,8 @@ impl<'a> WriteTxn<'a> {
             };
             let kv = ev.kv.as_ref().expect("events carry a kv");
             let tombstone = ev.r#type == keelson_proto::mvccpb::event::EventType::Delete as i32;
-            batch.put(
+            // Revisions are never reused, so the record is new.
+            batch.put_fresh(
                 keys::rev_key(rev, tombstone),
                 keys::frame(&kv.encode_to_vec()),
             );
