@@ -49,7 +49,7 @@ use keelson_proto::mvccpb::{event::EventType, KeyValue};
 
 use super::{check_put, check_txn_request, Applier, Command, Response};
 use crate::alarm::Alarms;
-use crate::backend::{Backend, MemBackend, WriteBatch};
+use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lease::Lessor;
@@ -567,16 +567,7 @@ fn fmt_err(e: &Error) -> String {
 // ---------------------------------------------------------------------------------------------
 // The harness
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Mem,
-    Sled,
-}
-
-enum Disk {
-    Mem(Arc<MemBackend>),
-    Sled(tempfile::TempDir),
-}
+use crate::backend::{Disk, Kind};
 
 struct Harness {
     kind: Kind,
@@ -586,13 +577,8 @@ struct Harness {
     index: u64,
 }
 
-use crate::backend::open_sled_retrying as open_sled;
-
 fn open(disk: &Disk) -> Result<Applier> {
-    let backend: Arc<dyn Backend> = match disk {
-        Disk::Mem(m) => m.clone(),
-        Disk::Sled(d) => Arc::new(open_sled(d.path())?),
-    };
+    let backend = disk.open()?;
     let mvcc = Arc::new(Mvcc::open(&*backend)?);
     let lessor = Arc::new(Lessor::open(&*backend, MIN_TTL)?);
     // What `Core::open_with` does at start: lease attachments are not stored, they are rebuilt
@@ -666,10 +652,7 @@ fn snapshot(a: &Applier) -> String {
 
 impl Harness {
     fn new(kind: Kind) -> Harness {
-        let disk = match kind {
-            Kind::Mem => Disk::Mem(Arc::new(MemBackend::default())),
-            Kind::Sled => Disk::Sled(tempfile::tempdir().unwrap()),
-        };
+        let disk = Disk::new(kind);
         let applier = open(&disk).expect("a fresh store opens");
         Harness {
             kind,

@@ -103,6 +103,40 @@ pub(crate) fn open_sled_retrying(dir: &std::path::Path) -> Result<SledBackend> {
     }
 }
 
+/// Which backend a test runs on; tests of the layers above run on both.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Mem,
+    Sled,
+}
+
+/// Where a test's data lives between reopens: the in-memory map itself, or sled's directory.
+#[cfg(test)]
+pub(crate) enum Disk {
+    Mem(std::sync::Arc<MemBackend>),
+    Sled(tempfile::TempDir),
+}
+
+#[cfg(test)]
+impl Disk {
+    /// An empty store of `kind`.
+    pub(crate) fn new(kind: Kind) -> Disk {
+        match kind {
+            Kind::Mem => Disk::Mem(std::sync::Arc::new(MemBackend::default())),
+            Kind::Sled => Disk::Sled(tempfile::tempdir().unwrap()),
+        }
+    }
+
+    /// (Re)opens the backend over this data.
+    pub(crate) fn open(&self) -> Result<std::sync::Arc<dyn Backend>> {
+        Ok(match self {
+            Disk::Mem(m) => m.clone(),
+            Disk::Sled(d) => std::sync::Arc::new(open_sled_retrying(d.path())?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

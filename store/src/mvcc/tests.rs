@@ -22,20 +22,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{delete_event, put_event, Mvcc, Revision, RevisionEvents, WriteTxn};
-use crate::backend::{Backend, MemBackend, WriteBatch};
+use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Mem,
-    Sled,
-}
-
-enum Disk {
-    Mem(Arc<MemBackend>),
-    Sled(tempfile::TempDir),
-}
+use crate::backend::{Disk, Kind};
 
 /// A backend and the revision layer over it, with the applier's commit steps.
 struct Db {
@@ -44,22 +35,14 @@ struct Db {
     mvcc: Mvcc,
 }
 
-use crate::backend::open_sled_retrying as open_sled;
-
 impl Db {
     fn new(kind: Kind) -> Db {
-        let disk = match kind {
-            Kind::Mem => Disk::Mem(Arc::new(MemBackend::default())),
-            Kind::Sled => Disk::Sled(tempfile::tempdir().unwrap()),
-        };
+        let disk = Disk::new(kind);
         Db::open(disk).expect("a fresh store opens")
     }
 
     fn open(disk: Disk) -> Result<Db> {
-        let backend: Arc<dyn Backend> = match &disk {
-            Disk::Mem(m) => m.clone(),
-            Disk::Sled(d) => Arc::new(open_sled(d.path())?),
-        };
+        let backend = disk.open()?;
         let mvcc = Mvcc::open(&*backend)?;
         Ok(Db {
             disk,
