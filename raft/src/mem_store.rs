@@ -89,4 +89,8 @@ impl Apply for MemStore {
         *self.state.lock() = st;
         Ok(())
     }
+
+    fn flush(&self) -> keelson_store::Result<()> {
+        Ok(())
+    }
 }

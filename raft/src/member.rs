@@ -62,6 +62,10 @@ impl Apply for Replica {
     fn restore(&self, snapshot: &[u8]) -> keelson_store::Result<()> {
         Replica::restore(self, snapshot)
     }
+
+    fn flush(&self) -> keelson_store::Result<()> {
+        Replica::flush(self)
+    }
 }
 
 impl LeaseClock for Replica {

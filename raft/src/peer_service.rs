@@ -3,6 +3,8 @@
 //!
 //! - Every call must name this member as its target (metadata `keelson-raft-target`), or it is
 //!   refused with `FAILED_PRECONDITION` before anything is decoded: see `network/mod.rs`.
+//! - `AppendStream` is pipelined replication: a stream of appends answered in order
+//!   (`network/stream.rs`); `AppendEntries` stays for single appends.
 //! - Messages are decoded with the same codec the sender used (`network/codec.rs`); an
 //!   undecodable one is refused with `INVALID_ARGUMENT` and never reaches openraft.
 //! - A snapshot is reassembled and verified in full (`network/snapshot.rs`) before
@@ -25,11 +27,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use keelson_proto::keelsonraftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use keelson_proto::keelsonraftpb::{RaftMessage, SnapshotChunk};
+use openraft::raft::AppendEntriesRequest;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -46,6 +50,9 @@ pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
     cfg: Arc<PeerConfig>,
     leases: Option<Arc<dyn LeaseClock>>,
     cluster_id: u64,
+    /// Set when the server shuts down: open append streams end then, so the graceful shutdown
+    /// does not wait on replication sessions that would otherwise last as long as the leader.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl<SM> PeerService<SM>
@@ -60,6 +67,7 @@ where
             cfg: Arc::new(cfg),
             leases: None,
             cluster_id: 0,
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -144,6 +152,46 @@ where
             raft.append_entries(m).await
         })
         .await
+    }
+
+    type AppendStreamStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send + 'static>>;
+
+    /// Pipelined replication (`network/stream.rs`): requests go to openraft as they arrive and
+    /// its answers go back in order. An undecodable request ends the request stream there, so
+    /// the sender sees the answers stop short and starts a new session.
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        self.check_target(&req)?;
+        let me = self.me;
+        let requests = req.into_inner().map_while(move |msg| {
+            let decoded = msg.map_err(|s| s.to_string()).and_then(|m| {
+                decode::<AppendEntriesRequest<TypeConfig>>(&m.payload, "append request")
+            });
+            decoded
+                .inspect_err(|e| tracing::warn!(member = me, "append stream ends: {e}"))
+                .ok()
+        });
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            closing.wait_for(|c| *c).await.ok();
+        };
+        let answers = self
+            .raft
+            .stream_append(requests)
+            .map(move |answer| match answer {
+                Ok(answer) => encode(&answer)
+                    .map(|payload| RaftMessage { payload })
+                    .map_err(Status::internal),
+                Err(fatal) => Err(Status::unavailable(format!(
+                    "raft on member {me:x} is not running: {fatal}"
+                ))),
+            });
+        Ok(Response::new(Box::pin(futures::StreamExt::take_until(
+            answers, closed,
+        ))))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -277,6 +325,11 @@ where
     SM: RaftStateMachine<TypeConfig, SnapshotData = Bytes>,
 {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let closing = service.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)

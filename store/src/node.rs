@@ -21,7 +21,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apply::{Command, Response, Writer};
+use crate::apply::{Command, Durability, Response, Writer};
 use crate::error::{Error, Result};
 use crate::lease::LeaseStatus;
 
@@ -208,7 +208,12 @@ fn apply_loop(writer: Arc<Writer>, mut rx: mpsc::Receiver<Proposal>, mut index: 
             }
         }
         let last = index + group.len() as u64;
-        match writer.apply_group(group.iter().map(|p| &p.cmd), Some(last), None) {
+        match writer.apply_group(
+            group.iter().map(|p| &p.cmd),
+            Some(last),
+            None,
+            Durability::Fsync,
+        ) {
             Ok(results) => {
                 index = last;
                 for (p, r) in group.drain(..).zip(results) {

@@ -3,9 +3,11 @@
 //! Under raft, every member applies the committed log entries in order through a `Replica`.
 //! Each batch of commands goes through the core's one [`Writer`], exactly as the single
 //! member's group commit does, and the raft crate's applied-state blob (opaque here: the last
-//! applied log id and the membership) is written in the same atomic, fsynced backend batch as
+//! applied log id and the membership) is written in the same atomic backend batch as
 //! the commands' records and the `consistent_index`. So after a crash the store is the state
-//! after some prefix of the log, and the blob names that prefix.
+//! after some prefix of the log, and the blob names that prefix. The batch is not fsynced
+//! before it is published: the replicated log is the durable record, and the raft crate calls
+//! [`Replica::flush`] periodically and before the log is purged behind a snapshot.
 //!
 //! Invariants:
 //! - **Blocking.** Every method does disk I/O and may wait for the writer lock: call them from
@@ -47,7 +49,7 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use crate::alarm::Alarms;
-use crate::apply::{Command, Exclusive, Response};
+use crate::apply::{Command, Durability, Exclusive, Response};
 use crate::auth::AuthStore;
 use crate::backend::{Backend, MemBackend, WriteBatch};
 use crate::core::{attach_leases, Core};
@@ -74,7 +76,7 @@ impl Replica {
     /// Applies `commands` (each with its log index, ascending) in order and stores
     /// `raft_applied`, in one atomic backend batch with the last command's index as the
     /// `consistent_index` (left as it is when `commands` is empty; the blob is stored anyway),
-    /// fsynced before this returns; then publishes the new revision to readers and the events
+    /// durable after the next [`Replica::flush`]; then publishes the new revision to readers and the events
     /// to watchers. One result per command: its response, or a deterministic rejection. `Err`:
     /// a non-deterministic failure, after which the store refuses everything. Blocking.
     pub fn apply_batch(
@@ -87,9 +89,17 @@ impl Replica {
             "log indexes ascend"
         );
         let index = commands.last().map(|(i, _)| *i);
-        self.core
-            .writer
-            .apply_group(commands.iter().map(|(_, c)| c), index, Some(&raft_applied))
+        self.core.writer.apply_group(
+            commands.iter().map(|(_, c)| c),
+            index,
+            Some(&raft_applied),
+            Durability::Deferred,
+        )
+    }
+
+    /// Makes every batch applied so far durable (fsync). Blocking; runs alongside batches.
+    pub fn flush(&self) -> Result<()> {
+        self.core.backend.flush()
     }
 
     /// The `raft_applied` blob of the last batch or restore; `None` for a store that never had

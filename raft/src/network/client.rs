@@ -20,16 +20,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::Stream;
 use keelson_proto::keelsonraftpb::raft_peer_client::RaftPeerClient;
 use keelson_proto::keelsonraftpb::{RaftMessage, SnapshotChunk};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -42,7 +44,7 @@ use super::{codec, snapshot, PeerConfig, TARGET_HEADER};
 use crate::types::{LogId, Member, TypeConfig, Vote};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Bytes>;
-type Rpc<T> = Result<T, RPCError<TypeConfig>>;
+pub(super) type Rpc<T> = Result<T, RPCError<TypeConfig>>;
 
 /// Which connection to a peer a client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,14 +130,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// Sends raft messages to one peer.
 pub struct PeerClient {
     me: u64,
-    target: u64,
+    pub(super) target: u64,
     url: String,
-    cfg: Arc<PeerConfig>,
+    pub(super) cfg: Arc<PeerConfig>,
     channel: Result<Channel, String>,
 }
 
 impl PeerClient {
-    fn rpc(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
+    pub(super) fn rpc(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
         match &self.channel {
             Ok(ch) => Ok(RaftPeerClient::new(ch.clone())
                 .max_decoding_message_size(self.cfg.max_frame_bytes())),
@@ -143,11 +145,11 @@ impl PeerClient {
         }
     }
 
-    fn unreachable(&self, why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    pub(super) fn unreachable(&self, why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
         Unreachable::from_string(format!("member {:x} at {}: {why}", self.target, self.url))
     }
 
-    fn timeout(&self, action: RPCTypes, timeout: Duration) -> Timeout<TypeConfig> {
+    pub(super) fn timeout(&self, action: RPCTypes, timeout: Duration) -> Timeout<TypeConfig> {
         Timeout {
             action,
             id: self.me,
@@ -157,7 +159,12 @@ impl PeerClient {
     }
 
     /// The openraft error for a failed call (see the table in the module essay).
-    fn error(&self, action: RPCTypes, ttl: Duration, status: Status) -> RPCError<TypeConfig> {
+    pub(super) fn error(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        status: Status,
+    ) -> RPCError<TypeConfig> {
         let why = format!(
             "member {:x} at {}: {:?}: {}",
             self.target,
@@ -175,7 +182,7 @@ impl PeerClient {
     }
 
     /// Names the target member on a request (the receiver checks it).
-    fn addressed<T>(&self, msg: T) -> Request<T> {
+    pub(super) fn addressed<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         let id = MetadataValue::try_from(format!("{:x}", self.target))
             .expect("a hex number is a valid header value");
@@ -248,7 +255,7 @@ impl PeerClient {
 
 /// An append encoded within `max` bytes: the whole request, or (if too large) a prefix of its
 /// entries with the log id of the last one sent.
-fn fit_append(
+pub(super) fn fit_append(
     mut rpc: AppendEntriesRequest<TypeConfig>,
     max: usize,
 ) -> Result<(Bytes, Option<LogId>), String> {
@@ -300,6 +307,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             }
             (answer, _) => answer,
         })
+    }
+
+    /// Pipelined: see `stream.rs`.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Rpc<BoxStream<'s, Rpc<StreamAppendResult<TypeConfig>>>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        self.append_stream(input, option)
     }
 
     async fn vote(

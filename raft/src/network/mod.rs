@@ -35,6 +35,7 @@
 mod client;
 mod codec;
 pub(crate) mod snapshot;
+mod stream;
 #[cfg(test)]
 mod tests;
 

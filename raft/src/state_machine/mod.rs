@@ -6,11 +6,17 @@
 //!
 //! Invariants:
 //! - **The store is the state machine's only durable state.** Each batch of commands is applied
-//!   and fsynced by the store together with an opaque blob, [`AppliedState`]: the log id of the
-//!   batch's last entry and the membership in force. So after a crash the store is exactly the
-//!   state after some prefix of the log and knows which prefix; openraft re-applies from there.
-//!   Blank and membership entries move the blob too (a batch with no commands).
-//! - **Clients are answered after the batch is durable**, each with the outcome of its own
+//!   by the store in one atomic write together with an opaque blob, [`AppliedState`]: the log id
+//!   of the batch's last entry and the membership in force. So after a crash the store is
+//!   exactly the state after some prefix of the log and knows which prefix; openraft re-applies
+//!   from there. Blank and membership entries move the blob too (a batch with no commands).
+//! - **The log is the durable record; the store is fsynced lazily**, as etcd's backend is: an
+//!   entry is applied only once committed, i.e. fsynced in the logs of a quorum, so the store's
+//!   batch need not be fsynced before clients are answered. The store is fsynced every
+//!   [`FLUSH_EVERY`] and before a snapshot is handed to openraft ([`Apply::flush`]), and
+//!   openraft purges the log only behind a snapshot: so every entry after what the store holds
+//!   durably is still in the log after a crash.
+//! - **Clients are answered after the batch is applied**, each with the outcome of its own
 //!   command. A command that fails deterministically (same on every member) is answered with
 //!   its error and changes nothing. A non-deterministic failure (I/O) or a command this version
 //!   cannot decode stops the member rather than letting members diverge.
@@ -42,15 +48,19 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::Outcome;
 use crate::types::{LogId, StoredMembership, TypeConfig};
 
-/// Most entries given to the store as one batch (one fsync).
+/// Most entries given to the store as one batch (one atomic write).
 const MAX_BATCH: usize = 1024;
+
+/// How often the store's applied batches are fsynced (etcd's backend commits every 100 ms;
+/// here the interval only bounds how much log a restarted member re-applies).
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What the raft state machine needs from the store. All methods block (they do disk I/O); the
 /// adapter calls them on tokio's blocking pool, one at a time.
 pub trait Apply: Send + Sync + 'static {
     /// Applies `commands` (each with its raft log index, ascending) in order, and stores
-    /// `applied` (opaque to the store) — all in one atomic backend batch, fsynced before this
-    /// returns, then published to readers and watchers. `commands` may be empty: then only
+    /// `applied` (opaque to the store) — all in one atomic backend batch, durable after the
+    /// next [`Apply::flush`], then published to readers and watchers. `commands` may be empty: then only
     /// `applied` is stored. Returns one result per command: its response, or a deterministic
     /// error, in which case that command changed nothing. `Err` means a non-deterministic
     /// failure: nothing can be assumed about the batch and the member stops.
@@ -69,6 +79,9 @@ pub trait Apply: Send + Sync + 'static {
 
     /// Replaces the whole store with a `snapshot` (from any member), durably, blob included.
     fn restore(&self, snapshot: &[u8]) -> keelson_store::Result<()>;
+
+    /// Makes every batch applied so far durable (fsync).
+    fn flush(&self) -> keelson_store::Result<()>;
 }
 
 /// What the store keeps for raft with every batch.
@@ -108,6 +121,7 @@ impl<A: Apply> StateMachine<A> {
     /// Wraps `store`, reading where it is in the log.
     pub async fn new(store: Arc<A>) -> io::Result<StateMachine<A>> {
         let state = blocking(&store, |s| s.applied()).await?;
+        tokio::spawn(flush_periodically(Arc::downgrade(&store)));
         Ok(StateMachine {
             store,
             state: AppliedState::decode(state)?,
@@ -229,6 +243,9 @@ impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<A> {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         let (blob, data) = blocking(&self.store, |s| s.snapshot()).await?;
+        // openraft may purge the log up to this snapshot once it is returned: what the store
+        // applied up to here must be durable first (module docs).
+        blocking(&self.store, |s| s.flush()).await?;
         let state = AppliedState::decode(blob)?;
         let snap = Snapshot {
             meta: SnapshotMeta {
@@ -239,6 +256,20 @@ impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<A> {
         };
         *self.current.lock() = Some(snap.clone());
         Ok(snap)
+    }
+}
+
+/// Fsyncs the store every [`FLUSH_EVERY`] until it is dropped. A failed fsync is logged and
+/// retried: nothing waits on it, and the store refuses further batches itself if its disk fails.
+async fn flush_periodically<A: Apply>(store: std::sync::Weak<A>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        if let Err(e) = blocking(&store, |s| s.flush()).await {
+            tracing::error!("fsyncing the applied state: {e}");
+        }
     }
 }
 

@@ -7,9 +7,11 @@
 //!   ([`Error::is_deterministic`]); a command that fails with one changed nothing.
 //! - A group of commands is applied into one backend batch together with the log index of the
 //!   last one (`consistent_index`) and, under raft, the raft crate's applied-state blob,
-//!   written atomically and flushed before any of it becomes visible ([`Applier::commit`]); so
-//!   after a crash the store is exactly the state after some prefix of the log, never part of a
-//!   command, and it knows which prefix.
+//!   written atomically before any of it becomes visible ([`Applier::commit`]); so after a
+//!   crash the store is exactly the state after some prefix of the log, never part of a
+//!   command, and it knows which prefix. The single member fsyncs each group before it is
+//!   visible; under raft the log is the durable record and the batch is fsynced lazily
+//!   ([`Durability`]).
 //! - The store has one writer at a time ([`Writer`]): a group is applied, committed and
 //!   published (readers, then watchers) under one lock, and a restore holds the same lock, so
 //!   revisions reach the watch hub in order, each exactly once.
@@ -273,12 +275,17 @@ impl Applier {
         })
     }
 
-    /// Makes a group's batch durable: records `index` as applied (if given: a group without
-    /// commands leaves it as it is), writes atomically, fsyncs, then publishes the new revision
-    /// to readers. On an I/O error nothing is published and the error is returned; the
-    /// applied-but-undurable changes stay in memory, so the caller must stop the store
-    /// ([`Writer`] does).
-    pub(crate) fn commit(&self, index: Option<u64>, mut batch: WriteBatch) -> Result<()> {
+    /// Commits a group's batch: records `index` as applied (if given: a group without
+    /// commands leaves it as it is), writes atomically, fsyncs when `sync` says so, then
+    /// publishes the new revision to readers. On an I/O error nothing is published and the
+    /// error is returned; the applied-but-undurable changes stay in memory, so the caller must
+    /// stop the store ([`Writer`] does).
+    pub(crate) fn commit(
+        &self,
+        index: Option<u64>,
+        mut batch: WriteBatch,
+        sync: Durability,
+    ) -> Result<()> {
         if let Some(index) = index {
             batch.put(
                 keys::meta_key(keys::META_CONSISTENT_INDEX),
@@ -286,10 +293,26 @@ impl Applier {
             );
         }
         self.backend.write(batch)?;
-        self.backend.flush()?;
+        if sync == Durability::Fsync {
+            self.backend.flush()?;
+        }
         self.mvcc.publish();
         Ok(())
     }
+}
+
+/// Whether a group is fsynced before it becomes visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Fsync first: the group's own commit is what makes it durable (the single member, whose
+    /// group commit is the only record of a write).
+    Fsync,
+    /// Write atomically, fsync later: the commands are already durable in a replicated log
+    /// (fsynced on a quorum before they were committed), which is replayed from the stored
+    /// `consistent_index` after a crash. The log must keep every entry after the last fsynced
+    /// group ([`crate::Replica::flush`] before the log is purged), as etcd's WAL does for its
+    /// backend, which commits every 100 ms rather than per entry.
+    Deferred,
 }
 
 /// The store's one writer. See the module docs.
@@ -346,6 +369,7 @@ impl Writer {
         commands: impl IntoIterator<Item = &'c Command>,
         index: Option<u64>,
         raft_applied: Option<&[u8]>,
+        sync: Durability,
     ) -> Result<Vec<Result<Response>>> {
         let mut ex = self.exclusive()?;
         let mut batch = WriteBatch::default();
@@ -361,7 +385,7 @@ impl Writer {
         if let Some(blob) = raft_applied {
             batch.put(keys::meta_key(keys::META_RAFT_APPLIED), keys::frame(blob));
         }
-        if let Err(e) = self.applier.commit(index, batch) {
+        if let Err(e) = self.applier.commit(index, batch, sync) {
             return Err(ex.fail(e));
         }
         ex.publish(events);

@@ -686,7 +686,7 @@ impl Harness {
             );
         }
         self.index += 1;
-        a.commit(Some(self.index), batch)
+        a.commit(Some(self.index), batch, super::Durability::Fsync)
             .expect("the backend commits");
         let st = a.mvcc.state.read();
         assert_eq!(
