@@ -46,6 +46,7 @@
 //! entry missing after replay, is loss of acknowledged data and opening fails with
 //! [`LogError::Corrupt`]: the member refuses to start rather than forget what it promised.
 
+mod applied;
 mod corrupt;
 mod forward;
 mod join;

@@ -217,6 +217,7 @@ pub async fn start(
     let hashes = unstarted.replica();
     let leases: Arc<dyn LeaseClock> = replica.clone();
     let sm = StateMachine::new(replica).await?;
+    let applied = sm.applied_index();
     let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
 
     // Before this member serves peers or clients, as etcd's (only a member with data).
@@ -254,6 +255,7 @@ pub async fn start(
 
     let proposer = RaftProposer::new(
         raft.clone(),
+        applied,
         id,
         peer,
         opts.election_timeout,

@@ -33,6 +33,7 @@ use openraft::Instant as _;
 use openraft::Raft;
 use tokio::time::Instant;
 
+use crate::applied::{AppliedIndex, Stopped};
 use crate::forward::{propose_here, ForwardReply, ForwardRequest, Forwarder, Rpc, SendError};
 use crate::leader::{
     on_lease_clock, read_index_here, LeaderReply, LeaseClock, LeaseRequest, LeaseTtl,
@@ -57,6 +58,8 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for RaftProposer<SM> {
 
 struct Inner<SM: RaftStateMachine<TypeConfig>> {
     raft: Raft<TypeConfig, SM>,
+    /// This member's applied index (the state machine's), to wait on.
+    applied: Arc<AppliedIndex>,
     me: u64,
     forwarder: Forwarder,
     request_timeout: Duration,
@@ -78,8 +81,9 @@ pub struct ReadOptions {
 impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
     /// The proposer of member `me`. `election_timeout` and `heartbeat` are the member's raft
     /// timing; `peer` the transport limits (forwarded requests obey them too).
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft<TypeConfig, SM>,
+        applied: Arc<AppliedIndex>,
         me: u64,
         peer: PeerConfig,
         election_timeout: Duration,
@@ -89,6 +93,7 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
         RaftProposer {
             inner: Arc::new(Inner {
                 raft,
+                applied,
                 me,
                 forwarder: Forwarder::new(peer),
                 // etcd's ReqTimeout: 5 s plus two election timeouts.
@@ -138,9 +143,17 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
             // A leader cut off from its quorum accepts the entry while its lease lasts, and
             // openraft then waits for the commit without end: the deadline bounds it, and the
             // outcome is unknown (the entry may yet commit), as etcd's `request timed out`.
-            let here = tokio::time::timeout_at(deadline, propose_here(&self.raft, req.clone()))
-                .await
-                .map_err(|_| Error::Timeout)?;
+            // A follower that knows its leader forwards at once; asking its own raft first
+            // would only cost a round through its core to learn the same thing.
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            let here = match leader {
+                Some(leader) if leader != self.me => ForwardReply::NotLeader {
+                    leader: Some(leader),
+                },
+                _ => tokio::time::timeout_at(deadline, propose_here(&self.raft, req.clone()))
+                    .await
+                    .map_err(|_| Error::Timeout)?,
+            };
             let reply = match here {
                 ForwardReply::NotLeader {
                     leader: Some(leader),
@@ -149,12 +162,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
             };
             match reply {
                 ForwardReply::Applied { index, outcome } => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.raft
-                        .wait(Some(left))
-                        .applied_index_at_least(Some(index), "forwarded write applied here")
-                        .await
-                        .map_err(|_| Error::Timeout)?;
+                    self.applied_here(index, deadline).await?;
                     return Ok(outcome);
                 }
                 ForwardReply::Failed(e) => return Err(e),
@@ -165,6 +173,16 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
                     tokio::time::sleep(self.backoff).await;
                 }
             }
+        }
+    }
+
+    /// Waits until this member has applied `index` (a write proposed here was, before its
+    /// outcome came back; one forwarded to the leader, or a read index, may not be yet).
+    async fn applied_here(&self, index: u64, deadline: Instant) -> Result<(), Error> {
+        match tokio::time::timeout_at(deadline, self.applied.wait(index)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Stopped)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout),
         }
     }
 
@@ -314,14 +332,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
                 Ok(r) => r?,
                 Err(_) => return Err(inner.deadline_error()),
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            inner
-                .raft
-                .wait(Some(left))
-                .applied_index_at_least(Some(index), "read index applied here")
-                .await
-                .map_err(|_| Error::Timeout)?;
-            Ok(())
+            inner.applied_here(index, deadline).await
         })
     }
 

@@ -45,6 +45,7 @@ use openraft::{EntryPayload, OptionalSend};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::applied::AppliedIndex;
 use crate::outcome::Outcome;
 use crate::types::{LogId, StoredMembership, TypeConfig};
 
@@ -115,6 +116,14 @@ pub struct StateMachine<A> {
     /// The applied state as of the last batch, so `apply` need not read it back.
     state: AppliedState,
     current: Arc<Mutex<Option<SnapshotOf>>>,
+    /// The last applied index, for requests waiting to see an entry applied here.
+    applied: Arc<AppliedIndex>,
+}
+
+impl<A> Drop for StateMachine<A> {
+    fn drop(&mut self) {
+        self.applied.stop();
+    }
 }
 
 impl<A: Apply> StateMachine<A> {
@@ -122,11 +131,20 @@ impl<A: Apply> StateMachine<A> {
     pub async fn new(store: Arc<A>) -> io::Result<StateMachine<A>> {
         let state = blocking(&store, |s| s.applied()).await?;
         tokio::spawn(flush_periodically(Arc::downgrade(&store)));
+        let state = AppliedState::decode(state)?;
+        let applied = Arc::new(AppliedIndex::default());
+        applied.advance(state.last_applied.map_or(0, |l| l.index));
         Ok(StateMachine {
             store,
-            state: AppliedState::decode(state)?,
+            state,
             current: Arc::default(),
+            applied,
         })
+    }
+
+    /// This member's last applied index, to wait on (shared with the proposer).
+    pub(crate) fn applied_index(&self) -> Arc<AppliedIndex> {
+        Arc::clone(&self.applied)
     }
 
     async fn apply_batch(&mut self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
@@ -166,6 +184,7 @@ impl<A: Apply> StateMachine<A> {
         }
         let mut results = results.into_iter();
         self.state = next;
+        self.applied.advance(last.log_id.index);
         for (entry, responder) in batch {
             let outcome = match entry.payload {
                 EntryPayload::Normal(_) => results.next().map_or(Outcome::Done, Outcome::of),
@@ -219,6 +238,8 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                 state.last_applied, meta.last_log_id
             )));
         }
+        self.applied
+            .advance(state.last_applied.map_or(0, |l| l.index));
         self.state = state;
         *self.current.lock() = Some(Snapshot {
             meta: meta.clone(),
