@@ -19,7 +19,8 @@
 //!   the new leader and everything converges;
 //! - a request carrying `hasleader: true` on a member without a live leader fails at once with
 //!   Unavailable `etcdserver: no leader` (etcd's `v3rpc/interceptor.go`), and succeeds on a
-//!   healthy member;
+//!   healthy member; a watch stream opened with it ends with the same error once its member has
+//!   gone three election timeouts without a leader, and one opened without it stays open;
 //! - a member killed while the others write past several snapshots (`--snapshot-count 100`)
 //!   catches up from the leader's snapshot once restarted (the leader purged the entries it
 //!   missed), and HashKV agrees on all three.
@@ -305,9 +306,32 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
     let fi = (li + 1) % 3;
     let oi = (li + 2) % 3;
     converged(&clients).await;
+    // Watch streams open on the member before it is cut off: the one that asked for a leader
+    // ends once the member has gone three election timeouts without one; the other stays.
+    let mut led_watch = require_leader_client(&cl, fi)
+        .await
+        .watch("w", None)
+        .await
+        .unwrap();
+    let mut plain_watch = clients[fi].clone().watch("w", None).await.unwrap();
+    for w in [&mut led_watch, &mut plain_watch] {
+        assert!(w.message().await.unwrap().unwrap().created());
+    }
     net.isolate(fi);
     let cut = Instant::now();
     let doomed = doomed_requests(&clients[fi], "from-isolated-follower");
+    let ended = tokio::time::timeout(Duration::from_secs(30), led_watch.message())
+        .await
+        .expect("the hasleader watch ends while its member has no leader");
+    no_leader(
+        "hasleader watch on the isolated follower",
+        ended.unwrap_err(),
+    );
+    assert!(
+        cut.elapsed() >= Duration::from_millis(3 * ELECTION_MS),
+        "hasleader watch ended after {:?}, before three election timeouts",
+        cut.elapsed()
+    );
     majority_serves(&mut clients[li].clone(), &mut clients[oi].clone(), "a").await;
     // A serializable get answers from what the cut-off member has (stale allowed).
     let ser = clients[fi]
@@ -338,6 +362,13 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
 
     net.heal();
     converged(&clients).await;
+    clients[li].put("w", "after", None).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(30), plain_watch.message())
+        .await
+        .expect("the plain watch delivers the put made after healing")
+        .expect("the plain watch stayed open through the partition")
+        .expect("an event, not the end of the stream");
+    assert_eq!(event.events()[0].kv().unwrap().value(), b"after");
     let got = clients[fi].get("a-19", None).await.unwrap();
     assert_eq!(
         got.kvs()[0].value(),

@@ -88,7 +88,10 @@ pub(crate) async fn serve(
                 },
             ),
         )
-        .add_service(watch::WatchServer::new(core.clone()))
+        .add_service(watch::WatchServer::new(
+            core.clone(),
+            require_leader::monitor(&core),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown_watches(&core, shutdown))
         .await
         .map_err(|e| Error::Io(e.to_string()))

@@ -14,10 +14,12 @@
 //! which this layer does not decode). HTTP endpoints (`/health`, `/metrics`) are not gRPC and
 //! pass.
 //!
-//! Not done: etcd also cancels such streams once the member has had no leader for three
-//! election timeouts (`monitorLeader`).
+//! Streams already open are watched too, as etcd's `monitorLeader` does: [`monitor`] checks
+//! for a leader every election timeout, and after three checks in a row without one it ends
+//! every watch stream that was opened with `hasleader: true` (`watch.rs`) with the same
+//! Unavailable `etcdserver: no leader`; the client's watch then retries elsewhere.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use tonic::codegen::{http, BoxFuture, Service};
@@ -28,6 +30,54 @@ use crate::error::Error;
 /// etcd's `rpctypes.MetadataRequireLeaderKey` and `MetadataHasLeader`.
 const KEY: &str = "hasleader";
 const VALUE: &str = "true";
+
+/// etcd's `maxNoLeaderCnt`: leaderless checks in a row before `hasleader` streams end.
+const MAX_NO_LEADER_CHECKS: u32 = 3;
+
+/// Whether a request's metadata asks for a member with a leader.
+pub(crate) fn requires_leader(headers: &http::HeaderMap) -> bool {
+    headers.get(KEY).is_some_and(|v| v == VALUE)
+}
+
+/// Starts etcd's `monitorLeader` for `core` (module docs): the returned counter moves each time
+/// the member has gone [`MAX_NO_LEADER_CHECKS`] election timeouts without a leader, and
+/// `hasleader` streams end when it does. The task ends with the core or with every receiver.
+pub(crate) fn monitor(core: &Arc<Core>) -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let every = core.cfg.election_timeout;
+    tokio::spawn(monitor_leader(Arc::downgrade(core), tx, every));
+    rx
+}
+
+async fn monitor_leader(
+    core: Weak<Core>,
+    lost: tokio::sync::watch::Sender<u64>,
+    every: std::time::Duration,
+) {
+    let mut misses = 0;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = lost.closed() => return,
+        }
+        let Some(core) = core.upgrade() else { return };
+        let has_leader = core.proposer().has_leader();
+        drop(core);
+        if has_leader.await {
+            misses = 0;
+            continue;
+        }
+        misses += 1;
+        if misses >= MAX_NO_LEADER_CHECKS {
+            tracing::warn!(
+                "no leader for {misses} election timeouts: ending hasleader watch streams"
+            );
+            lost.send_modify(|n| *n += 1);
+            misses = 0;
+        }
+    }
+}
 
 /// The calls a learner serves (Range only when serializable, checked in `kv.rs`).
 const LEARNER_CALLS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
@@ -85,7 +135,7 @@ where
                 Ok(tonic::Status::from(Error::NotSupportedForLearner).into_http())
             });
         }
-        let required = req.headers().get(KEY).is_some_and(|v| v == VALUE);
+        let required = requires_leader(req.headers());
         if !required {
             return Box::pin(self.inner.call(req));
         }

@@ -27,6 +27,8 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::Core;
+use crate::error::Error;
+use crate::server::require_leader;
 use crate::watch::{Frame, StreamHandle};
 
 /// gRPC overhead etcd adds to `--max-request-bytes` for its receive limit and fragment size.
@@ -36,11 +38,16 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 #[derive(Clone)]
 pub(crate) struct WatchServer {
     core: Arc<Core>,
+    /// Moves when `hasleader` streams must end (`require_leader::monitor`).
+    leader_lost: tokio::sync::watch::Receiver<u64>,
 }
 
 impl WatchServer {
-    pub(crate) fn new(core: Arc<Core>) -> WatchServer {
-        WatchServer { core }
+    pub(crate) fn new(
+        core: Arc<Core>,
+        leader_lost: tokio::sync::watch::Receiver<u64>,
+    ) -> WatchServer {
+        WatchServer { core, leader_lost }
     }
 }
 
@@ -63,6 +70,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let core = self.core.clone();
+        // Only streams that asked for a leader end when it is lost.
+        let leader_lost = require_leader::requires_leader(req.headers()).then(|| {
+            let mut rx = self.leader_lost.clone();
+            rx.borrow_and_update();
+            rx
+        });
         if req.uri().path() != "/etcdserverpb.Watch/Watch" {
             return Box::pin(async move { Ok(Status::unimplemented("").into_http()) });
         }
@@ -70,13 +83,14 @@ where
             let max = core.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
             let mut grpc =
                 Grpc::new(WatchCodec).apply_max_message_size_config(Some(max), Some(usize::MAX));
-            Ok(grpc.streaming(WatchMethod { core }, req).await)
+            Ok(grpc.streaming(WatchMethod { core, leader_lost }, req).await)
         })
     }
 }
 
 struct WatchMethod {
     core: Arc<Core>,
+    leader_lost: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl StreamingService<WatchRequest> for WatchMethod {
@@ -86,14 +100,24 @@ impl StreamingService<WatchRequest> for WatchMethod {
 
     fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
         let core = self.core.clone();
+        let leader_lost = self.leader_lost.take();
         Box::pin(async move {
             let header = core.header(0).unwrap_or_default();
             let limit = core.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
             let (handle, stream) = core.hub.open_stream(header, limit);
             tokio::spawn(receive(handle, request.into_inner()));
-            let out = futures::stream::unfold(stream, |mut s| async move {
-                let next = s.next().await?;
-                Some((next.map_err(Status::from), s))
+            let out = futures::stream::unfold(Some((stream, leader_lost)), |state| async move {
+                let (mut s, mut lost) = state?;
+                let next = match &mut lost {
+                    None => s.next().await?,
+                    Some(l) => tokio::select! {
+                        next = s.next() => next?,
+                        Ok(()) = l.changed() => {
+                            return Some((Err(Status::from(Error::NoLeader)), None));
+                        }
+                    },
+                };
+                Some((next.map_err(Status::from), Some((s, lost))))
             });
             Ok(Response::new(out.boxed()))
         })
