@@ -10,7 +10,8 @@
 //!   promoted; it then lists as a voter with its name and client URLs;
 //! - m4, while a learner, reports `isLearner` in Status, serves a serializable Range, and
 //!   refuses a put and a linearizable Range with etcd's `rpc not supported for learner`;
-//! - a removed member (a follower, then the leader) stops by itself, as etcd's does;
+//! - a removed member (a follower, then the leader) stops by itself, as etcd's does, and the
+//!   members left refuse its raft calls ("the member has been permanently removed");
 //! - removing a follower, then the leader, leaves a cluster that keeps a leader and accepts
 //!   writes; removing or updating an unknown member answers "member not found";
 //! - every acknowledged write is readable on every remaining member and their HashKV agrees.
@@ -88,6 +89,24 @@ async fn member_cmd(endpoint: &str, verb: &str, id: u64, retry_while: Option<&st
         }
     })
     .await
+}
+
+/// A raft Vote call with an empty payload to member `target` at `peer_url`, naming `from` as
+/// its sender; the peer's refusal.
+async fn raw_vote(peer_url: &str, target: u64, from: u64) -> tonic::Status {
+    use keelson_proto::keelsonraftpb::raft_peer_client::RaftPeerClient;
+    use keelson_proto::keelsonraftpb::RaftMessage;
+    let mut c = RaftPeerClient::connect(peer_url.to_string()).await.unwrap();
+    let mut req = tonic::Request::new(RaftMessage::default());
+    let md = req.metadata_mut();
+    md.insert(
+        "keelson-raft-target",
+        format!("{target:x}").parse().unwrap(),
+    );
+    md.insert("keelson-raft-from", format!("{from:x}").parse().unwrap());
+    c.vote(req)
+        .await
+        .expect_err("a vote without a payload is refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -309,6 +328,22 @@ async fn members_are_added_promoted_and_removed_under_load() {
         assert!(!ms.contains_key(&ids[&gone]), "{ms:?}");
         assert_eq!(ms.len(), 3);
     }
+    // The members left refuse raft calls from the removed one, as etcd's peers do; a call
+    // from a current member gets past that check (to the decoding of its empty payload).
+    let f = cl.index(&follower);
+    let peer_url = cl.members[f].peer_url.clone();
+    let refused = raw_vote(&peer_url, ids[&follower], ids[&gone]).await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.message(),
+        "the member has been permanently removed from the cluster"
+    );
+    let passed = raw_vote(&peer_url, ids[&follower], ids[&leader_name]).await;
+    assert_eq!(passed.code(), tonic::Code::InvalidArgument, "{passed:?}");
     let g = cl.index(&gone);
     assert!(
         cl.members[g].exits_within(REMOVED_EXIT).await.is_some(),

@@ -41,7 +41,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::membership::MemberOp;
-use crate::network::{decode, encode, PeerConfig, TARGET_HEADER};
+use crate::network::{decode, encode, PeerConfig, FROM_HEADER, TARGET_HEADER};
 use crate::types::{Member, Outcome, Proposal, TypeConfig};
 
 /// What a follower hands the leader.
@@ -143,6 +143,8 @@ pub(crate) enum SendError {
 pub(crate) struct Forwarder {
     cfg: Arc<PeerConfig>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
+    /// The member sending, named on every call (`FROM_HEADER`); none for a joining member.
+    from: Option<u64>,
 }
 
 impl Forwarder {
@@ -150,7 +152,14 @@ impl Forwarder {
         Forwarder {
             cfg: Arc::new(cfg),
             channels: Mutex::default(),
+            from: None,
         }
+    }
+
+    /// Names member `me` as the sender of every call.
+    pub(crate) fn from(mut self, me: u64) -> Forwarder {
+        self.from = Some(me);
+        self
     }
 
     fn channel(&self, target: u64, node: &Member) -> Result<Channel, SendError> {
@@ -210,6 +219,11 @@ impl Forwarder {
         let id = MetadataValue::try_from(format!("{target:x}"))
             .expect("a hex number is a valid header value");
         call.metadata_mut().insert(TARGET_HEADER, id);
+        if let Some(me) = self.from {
+            let me = MetadataValue::try_from(format!("{me:x}"))
+                .expect("a hex number is a valid header value");
+            call.metadata_mut().insert(FROM_HEADER, me);
+        }
         let answer = match rpc {
             Rpc::Forward => tokio::time::timeout(timeout, client.forward(call)).await,
             Rpc::ReadIndex => tokio::time::timeout(timeout, client.read_index(call)).await,

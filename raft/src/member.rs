@@ -218,6 +218,7 @@ pub async fn start(
     let leases: Arc<dyn LeaseClock> = replica.clone();
     let sm = StateMachine::new(replica).await?;
     let applied = sm.applied_index();
+    let removed = sm.removed_members();
     let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
 
     // Before this member serves peers or clients, as etcd's (only a member with data).
@@ -234,6 +235,7 @@ pub async fn start(
         tracing::info!(member = %format!("{id:x}"), "serving peer requests on {:?}", l.local_addr());
         let service = PeerService::new(raft.clone(), id, peer.clone())
             .with_leases(leases.clone())
+            .with_removed(removed.clone())
             .with_cluster_id(cluster_id);
         let mut rx = stop_rx.clone();
         peer_servers.push(tokio::spawn(serve_peers(service, l, async move {

@@ -5,6 +5,10 @@
 //!   refused with `FAILED_PRECONDITION` before anything is decoded: see `network/mod.rs`.
 //! - `AppendStream` is pipelined replication: a stream of appends answered in order
 //!   (`network/stream.rs`); `AppendEntries` stays for single appends.
+//! - A call naming (metadata `keelson-raft-from`) a member that a membership entry applied here
+//!   removed is refused with `FAILED_PRECONDITION` "the member has been permanently removed
+//!   from the cluster" (etcd's peers answer its `errMemberRemoved`), so a removed member cannot
+//!   disturb the cluster (votes, appends as a stale leader, forwarded writes).
 //! - Messages are decoded with the same codec the sender used (`network/codec.rs`); an
 //!   undecodable one is refused with `INVALID_ARGUMENT` and never reaches openraft.
 //! - A snapshot is reassembled and verified in full (`network/snapshot.rs`) before
@@ -20,6 +24,7 @@
 //! - When the local raft has stopped, calls answer `UNAVAILABLE`, which the sender treats as an
 //!   unreachable member and backs off from.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use keelson_proto::keelsonraftpb::{RaftMessage, SnapshotChunk};
 use openraft::raft::AppendEntriesRequest;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::Raft;
+use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -40,7 +46,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::leader::{
     on_lease_clock, read_index_here, LeaseClock, LeaseRequest, LeaseTtl, ReadIndexRequest,
 };
-use crate::network::{decode, encode, snapshot, PeerConfig, TARGET_HEADER};
+use crate::network::{
+    decode, encode, snapshot, PeerConfig, FROM_HEADER, REMOVED_MESSAGE, TARGET_HEADER,
+};
 use crate::types::TypeConfig;
 
 /// The `RaftPeer` service of one member.
@@ -53,6 +61,8 @@ pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
     /// Set when the server shuts down: open append streams end then, so the graceful shutdown
     /// does not wait on replication sessions that would otherwise last as long as the leader.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Members removed from the cluster, whose calls are refused (the state machine's).
+    removed: Arc<RwLock<BTreeSet<u64>>>,
 }
 
 impl<SM> PeerService<SM>
@@ -68,7 +78,14 @@ where
             leases: None,
             cluster_id: 0,
             closing: tokio::sync::watch::Sender::new(false),
+            removed: Arc::default(),
         }
+    }
+
+    /// Refuses calls from the members in `removed` (kept current by the state machine).
+    pub fn with_removed(mut self, removed: Arc<RwLock<BTreeSet<u64>>>) -> PeerService<SM> {
+        self.removed = removed;
+        self
     }
 
     /// Answers the `Members` call with cluster ID `id`.
@@ -97,8 +114,17 @@ where
             .max_encoding_message_size(max)
     }
 
-    /// Refuses a call not meant for this member.
+    /// Refuses a call not meant for this member, or from a member removed from the cluster.
     fn check_target<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let from = req
+            .metadata()
+            .get(FROM_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let Some(from) = from.and_then(|f| u64::from_str_radix(f, 16).ok()) {
+            if self.removed.read().contains(&from) {
+                return Err(Status::failed_precondition(REMOVED_MESSAGE));
+            }
+        }
         let me = format!("{:x}", self.me);
         match req.metadata().get(TARGET_HEADER).map(|v| v.to_str()) {
             Some(Ok(target)) if target == me => Ok(()),

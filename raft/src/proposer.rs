@@ -95,7 +95,7 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
                 raft,
                 applied,
                 me,
-                forwarder: Forwarder::new(peer),
+                forwarder: Forwarder::new(peer).from(me),
                 // etcd's ReqTimeout: 5 s plus two election timeouts.
                 request_timeout: Duration::from_secs(5) + 2 * election_timeout,
                 backoff: heartbeat.max(Duration::from_millis(10)),

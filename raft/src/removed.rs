@@ -15,8 +15,9 @@
 //!   A peer lagging behind this member's membership (a member just added) is ignored by the
 //!   same comparison, so a member is never told it was removed by a stale peer.
 //!
-//! Not done: etcd's peers also refuse raft messages from removed members (its
-//! `members_removed` bucket); here a removed member's pre-votes are merely ignored.
+//! Its peers also refuse its raft calls once they have applied its removal (the applied state's
+//! `removed` set, etcd's `members_removed` bucket; `peer_service.rs`), so a removed member that
+//! has not stopped yet cannot disturb the cluster.
 
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
-use super::{codec, snapshot, PeerConfig, TARGET_HEADER};
+use super::{codec, snapshot, PeerConfig, FROM_HEADER, TARGET_HEADER};
 use crate::types::{LogId, Member, TypeConfig, Vote};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Bytes>;
@@ -184,9 +184,12 @@ impl PeerClient {
     /// Names the target member on a request (the receiver checks it).
     pub(super) fn addressed<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        let id = MetadataValue::try_from(format!("{:x}", self.target))
-            .expect("a hex number is a valid header value");
-        req.metadata_mut().insert(TARGET_HEADER, id);
+        let hex = |id: u64| {
+            MetadataValue::try_from(format!("{id:x}"))
+                .expect("a hex number is a valid header value")
+        };
+        req.metadata_mut().insert(TARGET_HEADER, hex(self.target));
+        req.metadata_mut().insert(FROM_HEADER, hex(self.me));
         req
     }
 

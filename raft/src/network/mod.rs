@@ -80,3 +80,10 @@ impl PeerConfig {
 
 /// The metadata key naming the member a call is meant for (hex member ID, as etcd prints it).
 pub(crate) const TARGET_HEADER: &str = "keelson-raft-target";
+
+/// The metadata key naming the member a call comes from (hex member ID), so that a member's
+/// peers can refuse it once it has been removed from the cluster.
+pub(crate) const FROM_HEADER: &str = "keelson-raft-from";
+
+/// What a removed member's raft calls are refused with (etcd's `errMemberRemoved`).
+pub(crate) const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";

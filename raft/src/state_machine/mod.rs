@@ -32,6 +32,7 @@
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ use openraft::storage::{
     EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta,
 };
 use openraft::{EntryPayload, OptionalSend};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::applied::AppliedIndex;
@@ -90,6 +91,26 @@ pub trait Apply: Send + Sync + 'static {
 pub struct AppliedState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Members a membership entry removed (etcd's `members_removed`): peers refuse their raft
+    /// messages. A member that a later entry lists again leaves the set.
+    #[serde(default)]
+    pub removed: BTreeSet<u64>,
+}
+
+impl AppliedState {
+    /// Moves to membership `m` (entry `log_id`), recording who it removed.
+    fn change_membership(&mut self, log_id: LogId, m: &crate::types::Membership) {
+        let new: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
+        self.removed.extend(
+            self.membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| !new.contains(id)),
+        );
+        self.removed.retain(|id| !new.contains(id));
+        self.membership = StoredMembership::new(Some(log_id), m.clone());
+    }
 }
 
 impl AppliedState {
@@ -118,6 +139,8 @@ pub struct StateMachine<A> {
     current: Arc<Mutex<Option<SnapshotOf>>>,
     /// The last applied index, for requests waiting to see an entry applied here.
     applied: Arc<AppliedIndex>,
+    /// `state.removed`, shared with the peer service, which refuses their messages.
+    removed: Arc<RwLock<BTreeSet<u64>>>,
 }
 
 impl<A> Drop for StateMachine<A> {
@@ -134,12 +157,19 @@ impl<A: Apply> StateMachine<A> {
         let state = AppliedState::decode(state)?;
         let applied = Arc::new(AppliedIndex::default());
         applied.advance(state.last_applied.map_or(0, |l| l.index));
+        let removed = Arc::new(RwLock::new(state.removed.clone()));
         Ok(StateMachine {
             store,
             state,
             current: Arc::default(),
             applied,
+            removed,
         })
+    }
+
+    /// The members removed from the cluster, as applied here (shared with the peer service).
+    pub(crate) fn removed_members(&self) -> Arc<RwLock<BTreeSet<u64>>> {
+        Arc::clone(&self.removed)
     }
 
     /// This member's last applied index, to wait on (shared with the proposer).
@@ -168,9 +198,7 @@ impl<A: Apply> StateMachine<A> {
                     })?;
                     commands.push((entry.log_id.index, cmd));
                 }
-                EntryPayload::Membership(m) => {
-                    next.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                }
+                EntryPayload::Membership(m) => next.change_membership(entry.log_id, m),
             }
         }
         let blob = next.encode();
@@ -183,6 +211,7 @@ impl<A: Apply> StateMachine<A> {
             )));
         }
         let mut results = results.into_iter();
+        *self.removed.write() = next.removed.clone();
         self.state = next;
         self.applied.advance(last.log_id.index);
         for (entry, responder) in batch {
@@ -240,6 +269,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         }
         self.applied
             .advance(state.last_applied.map_or(0, |l| l.index));
+        *self.removed.write() = state.removed.clone();
         self.state = state;
         *self.current.lock() = Some(Snapshot {
             meta: meta.clone(),

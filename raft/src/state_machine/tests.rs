@@ -257,3 +257,37 @@ async fn a_one_member_cluster_answers_writes_and_comes_back_after_a_restart() {
     );
     raft.shutdown().await.unwrap();
 }
+
+#[test]
+fn membership_entries_record_who_they_removed() {
+    use std::collections::BTreeSet;
+
+    use super::AppliedState;
+
+    let of = |ids: &[u64]| {
+        Membership::new(
+            vec![ids.iter().copied().collect()],
+            ids.iter()
+                .map(|&i| (i, Member::default()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .unwrap()
+    };
+    let at = |i| openraft::testing::log_id::<crate::types::TypeConfig>(1, 1, i);
+    let mut st = AppliedState::default();
+    st.change_membership(at(1), &of(&[1, 2, 3]));
+    assert!(st.removed.is_empty());
+    st.change_membership(at(2), &of(&[1, 2]));
+    assert_eq!(st.removed, BTreeSet::from([3]));
+    assert_eq!(st.membership.log_id(), &Some(at(2)));
+    // It survives the blob's round trip, and an older blob without it reads as empty.
+    let back = AppliedState::decode(Some(st.encode())).unwrap();
+    assert_eq!(back, st);
+    let mut old: serde_json::Value = serde_json::from_slice(&st.encode()).unwrap();
+    old.as_object_mut().unwrap().remove("removed");
+    let old = AppliedState::decode(Some(serde_json::to_vec(&old).unwrap())).unwrap();
+    assert!(old.removed.is_empty());
+    // Listed again, a member leaves the set.
+    st.change_membership(at(3), &of(&[1, 2, 3]));
+    assert!(st.removed.is_empty());
+}
