@@ -11,6 +11,8 @@
 //!   disturb the cluster (votes, appends as a stale leader, forwarded writes).
 //! - Messages are decoded with the same codec the sender used (`network/codec.rs`); an
 //!   undecodable one is refused with `INVALID_ARGUMENT` and never reaches openraft.
+//! - `SnapshotResume` answers how much of a snapshot an interrupted transfer left here, so the
+//!   leader's next transfer of it goes on from there (`network/snapshot.rs`).
 //! - A snapshot is reassembled and verified in full (`network/snapshot.rs`) before
 //!   `Raft::install_full_snapshot` sees it; a refused one answers with the check that failed.
 //! - `Forward` carries a follower's client write to this member (`forward.rs`); it answers
@@ -63,6 +65,8 @@ pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
     closing: tokio::sync::watch::Sender<bool>,
     /// Members removed from the cluster, whose calls are refused (the state machine's).
     removed: Arc<RwLock<BTreeSet<u64>>>,
+    /// What an interrupted snapshot transfer left, for the next one to resume.
+    partial: Arc<snapshot::Kept>,
 }
 
 impl<SM> PeerService<SM>
@@ -79,6 +83,7 @@ where
             cluster_id: 0,
             closing: tokio::sync::watch::Sender::new(false),
             removed: Arc::default(),
+            partial: Arc::default(),
         }
     }
 
@@ -305,6 +310,18 @@ where
         Ok(Response::new(RaftMessage { payload }))
     }
 
+    async fn snapshot_resume(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.check_target(&req)?;
+        let key: snapshot::Key = decode(&req.into_inner().payload, "snapshot resume request")
+            .map_err(Status::invalid_argument)?;
+        let offset = snapshot::resume_offset(&self.partial, &key);
+        let payload = encode(&offset).map_err(Status::internal)?;
+        Ok(Response::new(RaftMessage { payload }))
+    }
+
     async fn install_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,
@@ -314,6 +331,7 @@ where
             req.into_inner(),
             self.cfg.max_snapshot_bytes,
             self.cfg.snapshot_timeout,
+            &self.partial,
         )
         .await
         .map_err(|refused| {

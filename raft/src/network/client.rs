@@ -218,6 +218,22 @@ impl PeerClient {
         codec::decode(&answer.into_inner().payload, &what).map_err(|e| self.unreachable(e).into())
     }
 
+    /// Where a transfer of the snapshot `key` may start on the target: what an interrupted
+    /// transfer left there, or 0 when it kept nothing or cannot tell.
+    async fn resume_offset(&self, key: &snapshot::Key, ttl: Duration) -> u64 {
+        let Ok(payload) = codec::encode(key) else {
+            return 0;
+        };
+        self.unary::<u64, _, _>(
+            RPCTypes::InstallSnapshot,
+            payload,
+            &RPCOption::new(ttl),
+            |mut c, r| async move { c.snapshot_resume(r).await },
+        )
+        .await
+        .unwrap_or(0)
+    }
+
     /// Streams a snapshot's chunks and waits for the install's answer (see `full_snapshot`).
     async fn send_snapshot(
         &self,
@@ -378,15 +394,35 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .snapshot_chunk_size()
             .unwrap_or(1 << 20)
             .min(self.cfg.max_message_bytes);
-        let chunks = snapshot::chunks(&vote, &snapshot.meta, &snapshot.snapshot, chunk_size)
-            .map_err(|e| self.unreachable(e))?;
         let limit = self.cfg.snapshot_timeout;
+        let send = async {
+            let key = snapshot::Key::of(&snapshot.meta, &snapshot.snapshot);
+            let start = self.resume_offset(&key, option.soft_ttl()).await;
+            if start > 0 {
+                tracing::info!(
+                    target = self.target,
+                    "resuming the transfer of snapshot {} at byte {start} of {}",
+                    snapshot.meta,
+                    key.total_size
+                );
+            }
+            let chunks = snapshot::chunks_from(
+                &vote,
+                &snapshot.meta,
+                &snapshot.snapshot,
+                chunk_size,
+                &key,
+                start,
+            )
+            .map_err(|e| self.unreachable(e))?;
+            self.send_snapshot(chunks, option.soft_ttl()).await
+        };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             _ = tokio::time::sleep(limit) => {
                 Err(self.timeout(RPCTypes::InstallSnapshot, limit).into())
             }
-            answer = self.send_snapshot(chunks, option.soft_ttl()) => answer,
+            answer = send => answer,
         }
     }
 }
