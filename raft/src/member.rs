@@ -203,6 +203,10 @@ pub async fn start(
         snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_count.max(1)),
         max_in_snapshot_log_to_keep: CATCH_UP_ENTRIES.min(opts.snapshot_count),
         enable_pre_vote: Some(true),
+        // A follower whose disk lost acknowledged entries (it refuses to start on a damaged
+        // record, but a disk can lie about fsync) is brought back in line by the leader, as
+        // etcd's leader does by lowering its next index, rather than stopping the leader.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     let config = Arc::new(config.validate()?);

@@ -388,3 +388,47 @@ fn every_record_kind_round_trips() {
         assert_eq!(&wal::testing::round_trip(r), r);
     }
 }
+
+#[tokio::test]
+async fn a_damaged_complete_last_record_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    let path = segment_file(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = *frame_offsets(&bytes).last().unwrap();
+    // One bit of the last record's payload flips: the record is whole, so it was written and
+    // may have been acknowledged; dropping it would lose an acknowledged entry.
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x10;
+    fs::write(&path, &bytes).unwrap();
+    match LogStore::open(dir.path()).await {
+        Err(LogError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, last as u64);
+            assert!(reason.contains("payload crc mismatch"), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a log with a damaged acknowledged record opened"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing changed on disk");
+}
+
+#[tokio::test]
+async fn a_last_record_with_a_zeroed_sector_is_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    let path = segment_file(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = *frame_offsets(&bytes).last().unwrap();
+    // The last record's tail sector never reached the disk: zeros where its data was.
+    let n = bytes.len();
+    let from = (n - 1) / 512 * 512;
+    let from = from.max(last + FRAME_HEADER);
+    bytes[from..].iter_mut().for_each(|b| *b = 0);
+    fs::write(&path, &bytes).unwrap();
+    let mut log = LogStore::open(dir.path()).await.unwrap();
+    assert_eq!(
+        last_index(&mut log).await,
+        Some(9),
+        "the torn entry is gone"
+    );
+}

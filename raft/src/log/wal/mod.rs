@@ -22,8 +22,11 @@
 //!   directory) before anything is written after its checkpoint. So only the **last** segment
 //!   can end in a partly written batch.
 //! - In the last segment, a damaged frame with nothing but zeros (or nothing) after it is a torn
-//!   tail: a batch whose fsync never finished, so nothing in it was acknowledged. It is cut off
-//!   (and the cut fsynced) and the member starts.
+//!   tail — a batch whose fsync never finished, so nothing in it was acknowledged — if it looks
+//!   like one: it runs past the end of the file, or its header is zeros, or (etcd's
+//!   `isTornEntry`) one of the 512-byte disk sectors it spans holds only zeros within it. It is
+//!   cut off (and the cut fsynced) and the member starts. A complete frame whose bytes are all
+//!   there but wrong is damage to a record that may have been acknowledged: corruption, below.
 //! - Any other damage (a bad crc with data after it, a damaged non-last segment, a frame whose
 //!   crc is right but whose payload does not decode, an entry missing after replay, e.g. a lost
 //!   segment) is loss of acknowledged data: opening fails with [`LogError::Corrupt`], changing
@@ -330,7 +333,10 @@ fn scan(
             Err(Damage::ShortHeader) => ("incomplete frame header", true),
             Err(Damage::BadHeader) => ("frame header crc mismatch", zeros(at)),
             Err(Damage::ShortPayload) => ("incomplete payload", true),
-            Err(Damage::BadPayload { end }) => ("payload crc mismatch", zeros(end)),
+            Err(Damage::BadPayload { end }) => (
+                "payload crc mismatch",
+                zeros(end) && has_zeroed_sector(&bytes[at + HEADER..end], at + HEADER),
+            ),
         };
         if is_last && torn {
             return Ok(at);
@@ -338,6 +344,25 @@ fn scan(
         return Err(corrupt(at, damage.into()));
     }
     Ok(at)
+}
+
+/// Disk sector size, for etcd's torn-write test.
+const SECTOR: usize = 512;
+
+/// Whether `frame` (a payload, starting at file offset `at`) has a part that lies within one
+/// disk sector and is all zeros: what a write torn between sectors leaves (etcd's
+/// `isTornEntry`).
+fn has_zeroed_sector(frame: &[u8], at: usize) -> bool {
+    let mut i = 0;
+    while i < frame.len() {
+        let sector_end = ((at + i) / SECTOR + 1) * SECTOR - at;
+        let end = sector_end.min(frame.len());
+        if frame[i..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        i = end;
+    }
+    false
 }
 
 enum Damage {
