@@ -13,6 +13,10 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use keelson_store::{CompactionMode, Store, StoreConfig};
 
+/// mimalloc rather than glibc's malloc: see the note on the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keelson",
