@@ -79,6 +79,31 @@ async fn three_members_survive_the_leader_being_killed() {
     })
     .await;
 
+    // A lease kept alive through a follower outlives its TTL, and must outlive the leader: the
+    // new leader never saw the keep-alives (they renew the leader's deadlines), so it must give
+    // the lease a fresh TTL when it takes over (etcd's Promote), not revoke it at once.
+    let lease = clients[fi].lease_grant(2, None).await.unwrap().id();
+    clients[fi]
+        .put("leased", "v", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let (mut keeper, mut acks) = clients[fi].lease_keep_alive(lease).await.unwrap();
+    let keep_alive = tokio::spawn(async move {
+        loop {
+            keeper.keep_alive().await.unwrap();
+            let ack = acks.message().await.unwrap().unwrap();
+            assert!(ack.ttl() > 0, "lease {lease:x} expired while kept alive");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    // Let the grant's own deadline (2 s) pass on every member while the lease is kept alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !keep_alive.is_finished(),
+        "keep-alive failed: {:?}",
+        keep_alive.await
+    );
+
     // Steady load over all endpoints while the leader is killed.
     let all: Vec<String> = (0..3).map(|i| cl.endpoint(i)).collect();
     let mut load = Load::default();
@@ -105,6 +130,22 @@ async fn three_members_survive_the_leader_being_killed() {
     for c in &survivors {
         has_all(c, &acked).await;
     }
+    // Well past the new leader's first expiry round (500 ms): the kept-alive lease lives on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !keep_alive.is_finished(),
+        "keep-alive through the new leader failed: {:?}",
+        keep_alive.await
+    );
+    for c in survivors.iter_mut() {
+        let got = c.get("leased", None).await.unwrap();
+        assert_eq!(
+            got.count(),
+            1,
+            "the kept-alive lease's key vanished after the leader change"
+        );
+    }
+    keep_alive.abort();
 
     // The killed member comes back on its data dir and catches up.
     cl.start(li);

@@ -237,21 +237,14 @@ impl Core {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            // The leases were given fresh deadlines when they were loaded.
-            let mut was_leader = true;
             loop {
                 tick.tick().await;
                 let Some(core) = weak.upgrade() else { return };
-                let leader = core.is_leader();
-                if leader && !was_leader {
-                    for id in core.lessor.leases() {
-                        let _ = core.lessor.renew(id);
-                    }
-                }
-                was_leader = leader;
-                if !leader {
+                if !core.is_leader() {
+                    core.lessor.follow();
                     continue;
                 }
+                core.lessor.lead(core.cfg.election_timeout);
                 for id in core.lessor.expired(std::time::Instant::now()) {
                     match core
                         .proposer()

@@ -7,9 +7,12 @@
 //!
 //! A lease record in the backend holds its granted TTL. After a restart every lease gets a
 //! fresh deadline of its full TTL, as etcd's `Promote` does, so a restart never expires a lease
-//! early. (With replication a new leader will do the same.)
+//! early; with replication a member that becomes leader does the same ([`Lessor::lead`], plus
+//! an election timeout) before it answers a keep-alive, since keep-alives renewed only the old
+//! leader's deadlines.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,6 +48,9 @@ pub(crate) struct Lessor {
     leases: Mutex<HashMap<i64, Lease>>,
     /// The smallest TTL granted (etcd: ceil(1.5 × election timeout)).
     min_ttl: i64,
+    /// Whether this member keeps lease time (leads) since its deadlines were last made fresh:
+    /// see [`Lessor::lead`]. Changed only under the `leases` lock.
+    primary: AtomicBool,
 }
 
 impl Lessor {
@@ -68,6 +74,7 @@ impl Lessor {
         Ok(Lessor {
             leases: Mutex::new(leases),
             min_ttl,
+            primary: AtomicBool::new(true),
         })
     }
 
@@ -166,6 +173,27 @@ impl Lessor {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// This member leads: if it did not keep lease time until now, every lease gets a fresh
+    /// deadline of its full TTL plus `extend` (etcd's `Promote`, with the election timeout as
+    /// `extend`), whatever its old one — a follower's deadlines were set when it applied the
+    /// grants and never renewed, since keep-alives went to the old leader. Called before the
+    /// leader answers any keep-alive or TimeToLive, and by the expiry loop.
+    pub(crate) fn lead(&self, extend: Duration) {
+        let mut leases = self.leases.lock();
+        if !self.primary.swap(true, Ordering::SeqCst) {
+            let now = Instant::now();
+            for l in leases.values_mut() {
+                l.deadline = Some(deadline(now, l.ttl) + extend);
+            }
+        }
+    }
+
+    /// This member does not lead: its deadlines go stale from now on ([`Lessor::lead`]).
+    pub(crate) fn follow(&self) {
+        let _leases = self.leases.lock();
+        self.primary.store(false, Ordering::SeqCst);
+    }
+
     /// Leases whose deadline has passed, for the leader to revoke.
     pub(crate) fn expired(&self, now: Instant) -> Vec<i64> {
         let leases = self.leases.lock();
@@ -187,6 +215,29 @@ fn deadline(now: Instant, ttl: i64) -> Instant {
 mod tests {
     use super::*;
     use crate::backend::MemBackend;
+
+    #[test]
+    fn a_new_leader_gives_every_lease_its_full_ttl_again() {
+        let b = MemBackend::default();
+        let l = Lessor::open(&b, 1).unwrap();
+        let mut batch = WriteBatch::default();
+        l.grant(7, 10, &mut batch).unwrap();
+        // A follower's deadline, set when it applied the grant, has passed: keep-alives were
+        // renewing the old leader's. Renewing cannot revive it...
+        l.leases.lock().get_mut(&7).unwrap().deadline =
+            Some(Instant::now() - Duration::from_secs(1));
+        assert_eq!(l.renew(7), Err(Error::LeaseNotFound));
+        assert_eq!(l.expired(Instant::now()), vec![7]);
+        // Leading already (the loaded state): nothing changes.
+        l.lead(Duration::from_secs(1));
+        assert_eq!(l.expired(Instant::now()), vec![7]);
+        // ...taking over as leader does: the full TTL plus the extension, from now.
+        l.follow();
+        l.lead(Duration::from_secs(1));
+        let now = Instant::now();
+        assert!(l.expired(now + Duration::from_millis(10_500)).is_empty());
+        assert_eq!(l.expired(now + Duration::from_secs(12)), vec![7]);
+    }
 
     #[test]
     fn grant_revoke_and_reload() {
