@@ -129,7 +129,7 @@ pub(crate) fn reply_of(r: WriteResult) -> ForwardReply {
 }
 
 /// Why a forwarded request got no answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum SendError {
     /// The peer refused it before raft saw it: safe to retry.
     NotSent(String),
@@ -182,17 +182,6 @@ impl Forwarder {
             .connect_lazy();
         channels.insert(target, (url, ch.clone()));
         Ok(ch)
-    }
-
-    /// Forwards `req` to member `target` and waits at most `timeout` for its answer.
-    pub(crate) async fn send(
-        &self,
-        target: u64,
-        node: &Member,
-        req: &ForwardRequest,
-        timeout: Duration,
-    ) -> Result<ForwardReply, SendError> {
-        self.call(Rpc::Forward, target, node, req, timeout).await
     }
 
     /// Makes call `rpc` with `req` on member `target`, waiting at most `timeout` for the answer.

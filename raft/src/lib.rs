@@ -49,6 +49,7 @@
 mod applied;
 mod corrupt;
 mod forward;
+mod forward_batch;
 mod join;
 mod leader;
 mod log;

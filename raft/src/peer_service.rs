@@ -252,8 +252,13 @@ where
     }
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.unary(req, "forward request", |raft, m| async move {
-            Ok::<_, Infallible>(crate::forward::propose_here(&raft, m).await)
+        // A batch of a follower's writes (`forward_batch.rs`), proposed concurrently so they
+        // share log appends, answered in order.
+        self.unary(req, "forward request", |raft, batch: Vec<_>| async move {
+            let replies = batch
+                .into_iter()
+                .map(|m| crate::forward::propose_here(&raft, m));
+            Ok::<_, Infallible>(futures::future::join_all(replies).await)
         })
         .await
     }

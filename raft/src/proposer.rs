@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::applied::{AppliedIndex, Stopped};
 use crate::forward::{propose_here, ForwardReply, ForwardRequest, Forwarder, Rpc, SendError};
+use crate::forward_batch::Batcher;
 use crate::leader::{
     on_lease_clock, read_index_here, LeaderReply, LeaseClock, LeaseRequest, LeaseTtl,
     ReadIndexRequest,
@@ -61,7 +62,9 @@ struct Inner<SM: RaftStateMachine<TypeConfig>> {
     /// This member's applied index (the state machine's), to wait on.
     applied: Arc<AppliedIndex>,
     me: u64,
-    forwarder: Forwarder,
+    forwarder: Arc<Forwarder>,
+    /// Forwarded writes, batched per leader.
+    batcher: Batcher,
     request_timeout: Duration,
     backoff: Duration,
     leases: Arc<dyn LeaseClock>,
@@ -90,12 +93,14 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
         heartbeat: Duration,
         read: ReadOptions,
     ) -> RaftProposer<SM> {
+        let forwarder = Arc::new(Forwarder::new(peer).from(me));
         RaftProposer {
             inner: Arc::new(Inner {
                 raft,
                 applied,
                 me,
-                forwarder: Forwarder::new(peer).from(me),
+                forwarder: Arc::clone(&forwarder),
+                batcher: Batcher::new(forwarder),
                 // etcd's ReqTimeout: 5 s plus two election timeouts.
                 request_timeout: Duration::from_secs(5) + 2 * election_timeout,
                 backoff: heartbeat.max(Duration::from_millis(10)),
@@ -283,8 +288,11 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
         let Some(node) = self.node(leader) else {
             return Ok(ForwardReply::NotLeader { leader: None });
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.forwarder.send(leader, &node, req, left).await {
+        match self
+            .batcher
+            .send(leader, &node, req.clone(), deadline)
+            .await
+        {
             Ok(reply) => Ok(reply),
             Err(SendError::NotSent(why)) => {
                 tracing::debug!("forwarding to leader {leader:x}: {why}; retrying");
