@@ -1,4 +1,4 @@
-//! # jepsen: histories and the checkers that judge them
+//! # jepsen: clusters under faults, recorded histories and the checkers that judge them
 //!
 //! Keelson claims what etcd claims: single-key operations are linearizable, multi-key
 //! transactions are strictly serializable, watches deliver every change in revision order,
@@ -23,17 +23,35 @@
 //! What is not checked yet: real-time (strict) order between transactions in [`append`]
 //! (serializability only); the watch checks trust a store history rebuilt from what watchers
 //! and ok writes reported, so a write nobody observed and whose revision is unknown cannot be
-//! missed by anyone. Cluster control, fault injection and the workloads that produce the
-//! histories live elsewhere.
+//! missed by anyone.
+//!
+//! The harness that produces the histories:
+//! - [`cluster`]: three members of Keelson or of etcd 3.4 (the control) as real processes:
+//!   start, kill -9, pause, restart, damage a log or snapshot, wipe and re-add through the
+//!   Cluster API; [`net`]: partitions that cut real traffic (network namespaces as root, else
+//!   proxies on the peer URLs); [`nemesis`]: the fault schedules, recorded as intervals.
+//! - `client` and [`workload`]: clients bound to members, recording every operation with its
+//!   outcome (a write whose fate is unknown is `info`, never `fail`); the register, append,
+//!   watch and lease workloads.
+//! - [`run`]: `jepsen test` — the run folder, the checks, the verdict (exit 0 / 1 / 2), and
+//!   [`plot`]'s latency and throughput over time with the faults shaded.
 
 pub mod append;
+pub mod cluster;
+mod client;
+pub mod error;
 pub mod history;
 pub mod lease;
 pub mod linearizable;
+pub mod nemesis;
+pub mod net;
+pub mod plot;
 pub mod result;
+pub mod run;
 #[cfg(test)]
 mod testkit;
 pub mod watch;
+pub mod workload;
 
 pub use history::{Func, History, MicroOp, Op, OpType};
 pub use result::{Anomaly, CheckResult, Validity};

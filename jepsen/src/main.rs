@@ -1,3 +1,7 @@
+//! `jepsen test [...]`: runs a test against a fresh cluster (see [`jepsen::run`]); exit status
+//! 0 no anomaly, 1 anomalies found, 2 the run could not be judged (a harness failure, or a
+//! checker that could not decide: `unknown` is never a pass), 64 usage error.
+//!
 //! `jepsen check --history FILE --checker NAME [--timeout SECS] [--lease-slack MS] [--out FILE]`
 //!
 //! Runs one checker over a recorded history (JSON lines) and prints its result as JSON on
@@ -8,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use jepsen::{append, lease, linearizable, watch, CheckResult, History, Validity};
+use jepsen::{append, lease, linearizable, run, watch, CheckResult, History, Validity};
 
 const USAGE: &str = "usage: jepsen check --history FILE --checker linearizable|append|watch|lease \
                      [--timeout SECS (linearizable, default 60)] [--lease-slack MS (default 0)] [--out FILE]";
@@ -22,9 +26,6 @@ struct Args {
 }
 
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    if argv.next().as_deref() != Some("check") {
-        return Err("the only command is `check`".into());
-    }
     let (mut history, mut checker, mut out) = (None, None, None);
     let (mut timeout, mut lease_slack) = (Duration::from_secs(60), Duration::ZERO);
     while let Some(flag) = argv.next() {
@@ -63,7 +64,40 @@ fn run(args: &Args, history: &History) -> Result<CheckResult, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+    let mut argv = std::env::args().skip(1);
+    match argv.next().as_deref() {
+        Some("check") => check_main(argv),
+        Some("test") => test_main(argv),
+        _ => {
+            eprintln!(
+                "jepsen: the commands are `test` and `check`\n{}\n{USAGE}",
+                run::TEST_USAGE
+            );
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn test_main(argv: impl Iterator<Item = String>) -> ExitCode {
+    let opts = match run::parse_test_args(argv) {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("jepsen: {e}\n{}", run::TEST_USAGE);
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run::run_test(opts)) {
+        Ok(outcome) => ExitCode::from(run::report(&outcome)),
+        Err(e) => {
+            eprintln!("jepsen: harness failure: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_main(argv: impl Iterator<Item = String>) -> ExitCode {
+    let args = match parse(argv) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("jepsen: {e}\n{USAGE}");
