@@ -37,6 +37,11 @@ mod server;
 mod snapshot;
 mod watch;
 
+/// Handles on internals for the criterion benches in `store/benches/`. **Not a public API**:
+/// hidden from the docs, unstable, for the benches only.
+#[doc(hidden)]
+pub mod bench_internals;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
