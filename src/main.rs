@@ -34,6 +34,25 @@ enum Cmd {
     Store(Box<StoreArgs>),
     /// Run 1 or 3 store members in this one process, on 127.0.0.1 (a local cluster).
     Up(UpArgs),
+    /// Run the Kubernetes API server on an etcd v3 API (`keelson store` or etcd).
+    Apiserver(ApiserverArgs),
+}
+
+/// `keelson apiserver`: kube-apiserver's flag names and defaults.
+#[derive(Args)]
+struct ApiserverArgs {
+    /// etcd v3 endpoints to store objects in.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_servers: Vec<String>,
+    /// The HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: std::net::IpAddr,
+    /// Where the certificates and admin.kubeconfig are kept.
+    #[arg(long, default_value = "./keelson-apiserver")]
+    data_dir: PathBuf,
 }
 
 /// `keelson up`: member i is `m<i>` with data dir `DIR/m<i>`, client port `N + 10 i` and peer
@@ -476,6 +495,15 @@ async fn main() -> anyhow::Result<()> {
             args => run_store(args, stop_requested()).await?,
         },
         Cmd::Up(up) => up.run().await?,
+        Cmd::Apiserver(a) => {
+            let cfg = keelson_apiserver::Config {
+                etcd_servers: a.etcd_servers,
+                secure_port: a.secure_port,
+                bind_address: a.bind_address,
+                data_dir: a.data_dir,
+            };
+            keelson_apiserver::run(cfg, stop_requested()).await?
+        }
     }
     Ok(())
 }

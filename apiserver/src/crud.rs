@@ -1,0 +1,307 @@
+//! The verbs on resources: get, list, watch, create, update, patch, delete and
+//! deletecollection, mapped from HTTP as kube-apiserver maps them (`GET` on a collection is
+//! list, or watch with `watch=true`; `DELETE` on a collection is deletecollection).
+//!
+//! Replies: single objects with kind and apiVersion; lists as `<Kind>List` whose items carry
+//! neither (as upstream encodes typed lists); a `Table` instead of either when the client's
+//! Accept asks for one. Create answers 201, everything else 200.
+
+use std::time::Duration;
+
+use hyper::{Method, Response};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::handlers::{json_reply, stream_reply, Call, State};
+use crate::object;
+use crate::patch::{self, PatchType};
+use crate::protobuf;
+use crate::registry::{parse_rv, ListOptions, ListPage};
+use crate::request::{ResourceRequest, Wants};
+use crate::resources::ResourceDef;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::server::Body;
+use crate::table::{self, Include};
+use crate::watch;
+
+/// Upstream's default watch length is a random 30–60 minutes (`MinRequestTimeout` 1800 s).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Result<Response<Body>> {
+    let def = r.def;
+    let ns = r.namespace.as_deref();
+    let sub = r.subresource.as_deref();
+    let allowed = |verb: &str| {
+        if def.verbs.contains(&verb) {
+            Ok(())
+        } else {
+            Err(Error::MethodNotAllowed)
+        }
+    };
+    match (&call.method, r.name.as_deref()) {
+        (&Method::GET, Some(name)) => {
+            allowed("get")?;
+            let obj = state
+                .registry
+                .get(def, ns, name, call.query.get("resourceVersion"))
+                .await?;
+            Ok(match call.wants {
+                Wants::Table(av) => {
+                    let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                    json_reply(200, &table::table(def, &[obj], meta, av, include(&call)))
+                }
+                _ => json_reply(200, &obj),
+            })
+        }
+        (&Method::GET, None) if call.query.flag("watch")? => {
+            allowed("watch")?;
+            watch(state, def, ns, &call)
+        }
+        (&Method::GET, None) => {
+            allowed("list")?;
+            let opts = list_options(def, &call)?;
+            let page = state.registry.list(def, ns, &opts).await?;
+            Ok(json_reply(200, &render_list(def, page, &call)))
+        }
+        (&Method::POST, None) => {
+            allowed("create")?;
+            if def.namespaced && ns.is_none() {
+                return Err(Error::MethodNotAllowed);
+            }
+            let mut obj = parse_body(&call)?;
+            object::prepare_create(def, &mut obj, ns)?;
+            if call.query.get("dryRun").is_some() {
+                return Ok(json_reply(201, &obj));
+            }
+            let created = state.registry.create(def, obj).await?;
+            Ok(json_reply(201, &created))
+        }
+        (&Method::PUT, Some(name)) => {
+            allowed("update")?;
+            let body = parse_body(&call)?;
+            check_name(&body, name)?;
+            let precondition = parse_rv(object::meta_str(&body, "resourceVersion"))?;
+            let updated = state
+                .registry
+                .update_with(def, ns, name, precondition, |old| {
+                    let mut new = body.clone();
+                    object::prepare_update(def, old, &mut new, sub)?;
+                    Ok(new)
+                })
+                .await?;
+            Ok(json_reply(200, &updated))
+        }
+        (&Method::PATCH, Some(name)) => {
+            allowed("patch")?;
+            let ty = PatchType::from_content_type(call.content_type.as_deref())?;
+            let updated = state
+                .registry
+                .update_with(def, ns, name, None, |old| {
+                    let mut new = patch::apply(ty, old, &call.body)?;
+                    check_name(&new, name)?;
+                    if new["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                        return Err(Error::stale(&def.group_resource(), name));
+                    }
+                    object::prepare_update(def, old, &mut new, sub)?;
+                    Ok(new)
+                })
+                .await?;
+            Ok(json_reply(200, &updated))
+        }
+        (&Method::DELETE, Some(name)) => {
+            allowed("delete")?;
+            let precondition = delete_precondition(&call)?;
+            let deleted = state.registry.delete(def, ns, name, precondition).await?;
+            Ok(json_reply(200, &deleted_reply(def, deleted)))
+        }
+        (&Method::DELETE, None) => {
+            allowed("deletecollection")?;
+            let opts = list_options(def, &call)?;
+            let page = state.registry.list(def, ns, &opts).await?;
+            let mut gone = Vec::new();
+            for item in page.items {
+                let name = object::meta_str(&item, "name")
+                    .unwrap_or_default()
+                    .to_string();
+                let item_ns = object::meta_str(&item, "namespace").map(str::to_string);
+                match state
+                    .registry
+                    .delete(def, item_ns.as_deref(), &name, None)
+                    .await
+                {
+                    Ok(o) => gone.push(o),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let rev = gone
+                .iter()
+                .filter_map(|o| {
+                    parse_rv(object::meta_str(o, "resourceVersion"))
+                        .ok()
+                        .flatten()
+                })
+                .max();
+            let page = ListPage {
+                items: gone,
+                revision: rev.unwrap_or(page.revision),
+                continue_token: None,
+                remaining: None,
+            };
+            Ok(json_reply(200, &render_list(def, page, &call)))
+        }
+        _ => Err(Error::MethodNotAllowed),
+    }
+}
+
+fn include(call: &Call) -> Include {
+    Include::parse(call.query.get("includeObject"))
+}
+
+fn parse_body(call: &Call) -> Result<Value> {
+    let media = call.content_type.as_deref().unwrap_or("application/json");
+    if protobuf::is_protobuf(media) {
+        return protobuf::decode(&call.body);
+    }
+    let media = media.split(';').next().unwrap_or("").trim();
+    if media != "application/json" && !media.is_empty() {
+        return Err(Error::UnsupportedMediaType(format!(
+            "application/json, {}",
+            protobuf::MEDIA_TYPE
+        )));
+    }
+    serde_json::from_slice(&call.body)
+        .map_err(|e| Error::BadRequest(format!("the object provided is not valid JSON: {e}")))
+}
+
+fn check_name(body: &Value, url_name: &str) -> Result<()> {
+    match object::meta_str(body, "name") {
+        Some(n) if n == url_name => Ok(()),
+        Some(n) if !n.is_empty() => Err(Error::BadRequest(format!(
+            "the name of the object ({n}) does not match the name on the URL ({url_name})"
+        ))),
+        _ => Err(Error::BadRequest("name is required".into())),
+    }
+}
+
+fn list_options(def: &ResourceDef, call: &Call) -> Result<ListOptions> {
+    let q = &call.query;
+    if q.get("sendInitialEvents").is_some() {
+        return Err(Error::Invalid {
+            group: "meta.k8s.io".into(),
+            kind: "ListOptions".into(),
+            name: String::new(),
+            causes: vec![crate::error::Cause::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            )],
+        });
+    }
+    Ok(ListOptions {
+        resource_version: q.get("resourceVersion").map(str::to_string),
+        resource_version_match: q.get("resourceVersionMatch").map(str::to_string),
+        limit: q.int("limit")?.unwrap_or(0).max(0),
+        continue_token: q.get("continue").map(str::to_string),
+        labels: LabelSelector::parse(q.get("labelSelector"))?,
+        fields: FieldSelector::parse(def, q.get("fieldSelector"))?,
+    })
+}
+
+fn render_list(def: &ResourceDef, page: ListPage, call: &Call) -> Value {
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = page.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    if let Wants::Table(av) = call.wants {
+        return table::table(def, &page.items, meta, av, include(call));
+    }
+    let items: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|mut o| {
+            if let Some(m) = o.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            o
+        })
+        .collect();
+    json!({
+        "kind": format!("{}List", def.kind),
+        "apiVersion": def.api_version(),
+        "metadata": meta,
+        "items": items,
+    })
+}
+
+/// `DeleteOptions.preconditions.resourceVersion`, when the body has one.
+fn delete_precondition(call: &Call) -> Result<Option<i64>> {
+    if call.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let opts: Value = serde_json::from_slice(&call.body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the DeleteOptions provided are not valid JSON: {e}"
+        ))
+    })?;
+    parse_rv(
+        opts.pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str),
+    )
+}
+
+/// Pods answer a delete with the object (they delete gracefully upstream); everything else
+/// with a `Status` of Success naming what went.
+fn deleted_reply(def: &ResourceDef, deleted: Value) -> Value {
+    if def.resource == "pods" {
+        return deleted;
+    }
+    let mut details = json!({
+        "name": object::meta_str(&deleted, "name").unwrap_or_default(),
+        "kind": def.resource,
+        "uid": object::meta_str(&deleted, "uid").unwrap_or_default(),
+    });
+    if !def.group.is_empty() {
+        details["group"] = json!(def.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
+fn watch(
+    state: &State,
+    def: &'static ResourceDef,
+    ns: Option<&str>,
+    call: &Call,
+) -> Result<Response<Body>> {
+    let q = &call.query;
+    let allow_bookmarks = q.flag("allowWatchBookmarks")?;
+    let send_initial = match q.get("sendInitialEvents") {
+        None => None,
+        Some(_) => Some(q.flag("sendInitialEvents")?),
+    };
+    watch::validate(send_initial, q.get("resourceVersionMatch"), allow_bookmarks)?;
+    let timeout = match q.int("timeoutSeconds")? {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => DEFAULT_WATCH_TIMEOUT,
+    };
+    let spec = watch::WatchRequestSpec {
+        def,
+        namespace: ns.map(str::to_string),
+        resource_version: parse_rv(q.get("resourceVersion"))?,
+        send_initial_events: send_initial.unwrap_or(false),
+        allow_bookmarks,
+        timeout,
+        labels: LabelSelector::parse(q.get("labelSelector"))?,
+        fields: FieldSelector::parse(def, q.get("fieldSelector"))?,
+        table: match call.wants {
+            Wants::Table(av) => Some(av),
+            _ => None,
+        },
+        include: include(call),
+    };
+    let rx = watch::start(state.registry.clone(), spec, state.shutdown.clone());
+    Ok(stream_reply(rx))
+}

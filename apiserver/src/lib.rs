@@ -1,0 +1,194 @@
+//! # keelson-apiserver
+//!
+//! A Kubernetes-style apiserver that kubectl 1.32 talks to unmodified, storing every object
+//! through the etcd v3 gRPC API only: it never links the store, so it runs the same on
+//! `keelson store` and on a real etcd 3.4.
+//!
+//! ## Shape
+//! A request travels `server` (TLS, HTTP/1.1 + HTTP/2) → `handlers` (route, content
+//! negotiation, the single error-to-`Status` conversion) → `crud` (the verb) → `object`
+//! (server-owned metadata, validation, defaults) → `registry` (resourceVersion rules,
+//! optimistic concurrency) → `etcd` (guarded Txns, ranges, watches). `resources` is the one
+//! table of served kinds that discovery, routing, keys and printing all read; `keys` is the
+//! one place that formats storage keys and continue tokens.
+//!
+//! ## Invariants
+//! - Objects live at `/registry/<resource>/[<namespace>/]<name>` as JSON without
+//!   `resourceVersion`; an object's resourceVersion is its key's etcd `mod_revision`, a
+//!   list's is the revision it was read at.
+//! - Every write is a Txn on the key's `mod_revision` (create: 0): no lost update, no
+//!   read-modify-write without a guard.
+//! - Every failure reaches the client as a Kubernetes `Status` with upstream's reason, code
+//!   and message (`error::Error::status`), converted in exactly one place.
+//! - The apiserver keeps no state of its own besides certificates: any number of them may
+//!   run against one store.
+//!
+//! ## Not yet here (issue 6 continues)
+//! OpenAPI schemas (the documents list operations only), the watch cache,
+//! strategic merge and server-side apply, scale and other special subresources, per-kind
+//! validation and most defaulting, authentication beyond the client certificate handshake,
+//! admission, and compaction of the store.
+
+mod crud;
+mod discovery;
+mod error;
+mod etcd;
+mod handlers;
+mod keys;
+mod object;
+mod openapi;
+mod patch;
+mod pki;
+mod protobuf;
+mod registry;
+mod request;
+mod resources;
+mod selectors;
+mod server;
+mod table;
+mod time;
+mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::Error;
+
+/// `keelson apiserver`'s flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// etcd v3 endpoints (`http://host:port`), any member of one cluster.
+    pub etcd_servers: Vec<String>,
+    /// The HTTPS port (0: any free port; see [`Apiserver::local_addr`]).
+    pub secure_port: u16,
+    pub bind_address: IpAddr,
+    /// Where the certificates and `admin.kubeconfig` live.
+    pub data_dir: PathBuf,
+}
+
+/// A running apiserver.
+pub struct Apiserver {
+    local_addr: SocketAddr,
+    kubeconfig: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Apiserver {
+    /// Binds the port, makes or loads the certificates, writes `admin.kubeconfig`, and starts
+    /// serving. The default namespaces are created in the background as soon as the store
+    /// answers (until then `/readyz` fails).
+    pub async fn start(cfg: Config) -> Result<Apiserver, Error> {
+        let listener = tokio::net::TcpListener::bind((cfg.bind_address, cfg.secure_port))
+            .await
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "binding {}:{}: {e}",
+                    cfg.bind_address, cfg.secure_port
+                ))
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let host = if cfg.bind_address.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else if cfg.bind_address.is_ipv6() {
+            format!("[{}]", cfg.bind_address)
+        } else {
+            cfg.bind_address.to_string()
+        };
+        let address = format!("{host}:{}", local_addr.port());
+        let pki = pki::ensure(
+            &cfg.data_dir,
+            cfg.bind_address,
+            &format!("https://{address}"),
+        )?;
+        let registry = registry::Registry {
+            etcd: etcd::Etcd::new(&cfg.etcd_servers)?,
+        };
+        let (stop_watches, watches_stopped) = tokio::sync::watch::channel(false);
+        let state = Arc::new(handlers::State {
+            registry: registry.clone(),
+            shutdown: watches_stopped.clone(),
+            address,
+            bootstrapped: AtomicBool::new(false),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let boot_state = state.clone();
+        let mut boot_stop = watches_stopped;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = bootstrap(&boot_state) => {}
+                _ = async { let _ = boot_stop.wait_for(|s| *s).await; } => {}
+            }
+        });
+        let task = tokio::spawn(server::serve(
+            listener,
+            pki.tls,
+            state,
+            stop_watches,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        tracing::info!(
+            "apiserver serving on https://{local_addr}; kubeconfig {}",
+            pki.kubeconfig.display()
+        );
+        Ok(Apiserver {
+            local_addr,
+            kubeconfig: pki.kubeconfig,
+            stop,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin kubeconfig written into the data dir.
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
+    /// Stops accepting, ends watches, and waits for in-flight requests (bounded).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Creates the default namespaces, retrying while the store is unreachable.
+async fn bootstrap(state: &handlers::State) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match state.registry.ensure_namespaces().await {
+            Ok(()) => {
+                state.bootstrapped.store(true, Ordering::Release);
+                tracing::info!("default namespaces are in place");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("waiting for the store: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Runs an apiserver until `shutdown` resolves (`keelson apiserver`).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let server = Apiserver::start(cfg).await?;
+    println!("export KUBECONFIG={}", server.kubeconfig().display());
+    shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}
