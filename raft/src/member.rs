@@ -195,10 +195,11 @@ pub async fn start(
         election_timeout_min: et,
         // Not etcd's [t, 2t): openraft's followers refuse votes until `election_timeout_max`
         // after the last heartbeat (its leader lease), so the first candidate, timing out
-        // before that, is always refused and the election takes a second timeout. With
-        // [t, 1.5t) a leader's failure is repaired within about 3t, as with etcd's [t, 2t)
-        // and its lease of t; the half-t spread still keeps split votes rare.
-        election_timeout_max: et + (et / 2).max(1),
+        // before that, is usually refused and the election takes a second timeout. With
+        // [t, 1.25t) a leader's failure is repaired within about 2.5t (two timeouts), inside
+        // etcd's bound of three election timeouts with room for a loaded machine; the quarter-t
+        // spread, with pre-vote, still keeps split votes rare among a handful of members.
+        election_timeout_max: et + (et / 4).max(1),
         install_snapshot_timeout: 60_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_count.max(1)),
         max_in_snapshot_log_to_keep: CATCH_UP_ENTRIES.min(opts.snapshot_count),
