@@ -155,9 +155,22 @@ async fn three_members_survive_the_leader_being_killed() {
     }
     keep_alive.abort();
 
-    // The killed member comes back on its data dir and catches up.
+    // The killed member comes back on its data dir and catches up. Its store is fsynced
+    // lazily (the log is the durable record), so it serves only once it has applied what was
+    // committed: even a serializable read, its first answer, has every acknowledged write.
     cl.start(li);
     clients[li] = cl.client(li).await;
+    for (k, v) in &acked {
+        let got = clients[li]
+            .get(k.as_str(), Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.kvs().first().map(|kv| kv.value()),
+            Some(v.as_bytes()),
+            "the restarted member answered a serializable get of {k} without it"
+        );
+    }
     survivors.push(clients[li].clone());
     converged(&survivors).await;
     let got = clients[li].get("via-follower", None).await.unwrap();

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keelson_store::{ApplyResponse, Command, Replica, Store, UnstartedStore};
+use keelson_store::{ApplyResponse, Command, Propose, Replica, Store, UnstartedStore};
 use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
 
@@ -114,6 +114,8 @@ pub struct RaftHandle {
     cluster_id: u64,
     peer_stop: tokio::sync::watch::Sender<bool>,
     peer_servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// The store, fsynced once raft has stopped.
+    replica: keelson_store::Replica,
 }
 
 impl RaftHandle {
@@ -128,9 +130,39 @@ impl RaftHandle {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        // The applied state is fsynced lazily (the log is the durable record); a member that
+        // stops cleanly leaves it complete, so it restarts with nothing to re-apply.
+        let replica = self.replica;
+        match tokio::task::spawn_blocking(move || replica.flush()).await {
+            Ok(Err(e)) => tracing::warn!("fsyncing the store at shutdown: {e}"),
+            Err(e) => tracing::warn!("fsyncing the store at shutdown: {e}"),
+            Ok(Ok(())) => {}
+        }
         let _ = self.peer_stop.send(true);
         for s in self.peer_servers {
             let _ = s.await;
+        }
+    }
+}
+
+/// Waits until this member, restarted on its data, has applied everything committed before it
+/// came back: a read index from the leader, applied here. Its store is fsynced lazily, so after a
+/// crash it may be behind what it served before; as etcd's member serves clients only once its
+/// own log has caught up (its publish is applied), this one serves only from here on. Retries
+/// while there is no leader, for as long as that lasts (etcd's member waits too).
+async fn caught_up<P: Propose>(proposer: &P) {
+    let started = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match proposer.read_barrier().await {
+            Ok(()) => return,
+            Err(e) => {
+                if !warned && started.elapsed() > std::time::Duration::from_secs(10) {
+                    tracing::warn!("not serving clients yet: catching up with the cluster: {e}");
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -220,11 +252,13 @@ pub async fn start(
     let log = LogStore::open(opts.data_dir.join("member").join("wal")).await?;
     let replica = Arc::new(unstarted.replica());
     let hashes = unstarted.replica();
+    let flusher = unstarted.replica();
     let leases: Arc<dyn LeaseClock> = replica.clone();
     let sm = StateMachine::new(replica).await?;
     let applied = sm.applied_index();
     let removed = sm.removed_members();
     let raft = Raft::new(id, config, PeerNetwork::new(id, peer.clone()), log, sm).await?;
+    let had_data = raft.is_initialized().await?;
 
     // Before this member serves peers or clients, as etcd's (only a member with data).
     if opts.initial_corrupt_check && raft.is_initialized().await? {
@@ -284,6 +318,14 @@ pub async fn start(
     };
     let publisher = proposer.clone();
     tokio::spawn(async move { publisher.publish(me).await });
+    if had_data {
+        // A member removed meanwhile never catches up (its peers refuse it): it goes on to
+        // serve nothing and stop, as the caller does once `RaftHandle::removed` resolves.
+        tokio::select! {
+            _ = caught_up(&proposer) => {}
+            _ = crate::removed::removed(raft.clone(), id, cluster_id) => {}
+        }
+    }
     let store = unstarted.start(Arc::new(proposer));
     Ok((
         store,
@@ -293,6 +335,7 @@ pub async fn start(
             cluster_id,
             peer_stop,
             peer_servers,
+            replica: flusher,
         },
     ))
 }
