@@ -177,6 +177,81 @@ async fn three_members_survive_the_leader_being_killed() {
     assert_eq!(got.kvs()[0].value(), b"v");
 }
 
+/// A leader paused (SIGSTOP) while a follower keeps a lease alive through the new leader must
+/// not revoke that lease when it resumes: its own deadlines went stale while it slept, and it
+/// may believe it still leads for a moment (etcd 3.4's #15247). It revokes only after a
+/// read-index round confirms it leads, and never forwards the revoke to the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_does_not_revoke_leases_kept_alive_elsewhere() {
+    let mut cl = Cluster::three();
+    for i in 0..3 {
+        cl.start(i);
+    }
+    let (clients, li) = cl.led(CLIENT_TIMEOUT).await;
+    let leader = member_id(&clients[li]).await;
+    let fi = (li + 1) % 3;
+    let mut fc = clients[fi].clone();
+    let lease = fc.lease_grant(2, None).await.unwrap().id();
+    fc.put(
+        "paused-leased",
+        "v",
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let mut kc = fc.clone();
+    let keep_alive = tokio::spawn(async move {
+        loop {
+            if let Ok((mut keeper, mut acks)) = kc.lease_keep_alive(lease).await {
+                while keeper.keep_alive().await.is_ok() {
+                    let Ok(Some(ack)) = acks.message().await else {
+                        break;
+                    };
+                    assert!(ack.ttl() > 0, "lease {lease:x} expired while kept alive");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    cl.members[li].signal("STOP");
+    let paused = Instant::now();
+    let others: Vec<Client> = (0..3)
+        .filter(|&i| i != li)
+        .map(|i| clients[i].clone())
+        .collect();
+    new_leader_soon(&others, leader, paused, "the pause").await;
+    // Longer than the lease's TTL: every deadline the paused leader holds has passed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cl.members[li].signal("CONT");
+    // It rejoins as a follower; by then its expiry loop has run (every 500 ms) several times.
+    until("the old leader to follow the new one", || {
+        let mut c = clients[li].clone();
+        async move {
+            let s = c.status().await.ok()?;
+            (s.leader() != leader).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if keep_alive.is_finished() {
+        panic!("keep-alive failed: {:?}\n{}", keep_alive.await, cl.logs());
+    }
+    for mut c in clients {
+        let got = c
+            .get("paused-leased", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.count(),
+            1,
+            "the resumed old leader revoked a kept-alive lease"
+        );
+    }
+    keep_alive.abort();
+}
+
 /// Starts three members and waits until they agree on a leader: the cluster, a client of each
 /// member, and the index of the leader's client.
 async fn started(extra: &[&str]) -> (Cluster, Vec<Client>, usize) {

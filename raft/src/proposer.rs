@@ -66,6 +66,11 @@ struct Inner<SM: RaftStateMachine<TypeConfig>> {
     /// Forwarded writes, batched per leader.
     batcher: Batcher,
     request_timeout: Duration,
+    /// How long one attempt of a repeatable request on the leader (a read index, a lease call)
+    /// may take before it is sent again, to the newest leader: a leader that stopped answering
+    /// (paused, cut off) must not hold a keep-alive until the request's deadline, by which time
+    /// the lease would have run out on the new leader.
+    leader_attempt: Duration,
     backoff: Duration,
     leases: Arc<dyn LeaseClock>,
     /// `--experimental-lease-read`
@@ -103,6 +108,7 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftProposer<SM> {
                 batcher: Batcher::new(forwarder),
                 // etcd's ReqTimeout: 5 s plus two election timeouts.
                 request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+                leader_attempt: 2 * election_timeout,
                 backoff: heartbeat.max(Duration::from_millis(10)),
                 leases: read.leases,
                 lease_read: read.lease_read,
@@ -242,7 +248,8 @@ impl<SM: RaftStateMachine<TypeConfig>> Inner<SM> {
             return LeaderReply::NotLeader { leader: None };
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.forwarder.call(rpc, leader, &node, req, left).await {
+        let attempt = left.min(self.leader_attempt);
+        match self.forwarder.call(rpc, leader, &node, req, attempt).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!("{rpc:?} on leader {leader:x}: {e:?}; retrying");
@@ -323,6 +330,31 @@ impl<SM: RaftStateMachine<TypeConfig>> Propose for RaftProposer<SM> {
 
     fn is_leader(&self) -> bool {
         self.inner.raft.is_leader()
+    }
+
+    fn propose_as_leader(
+        &self,
+        cmd: Command,
+    ) -> BoxFuture<'static, keelson_store::Result<ApplyResponse>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let req = ForwardRequest::Command(Bytes::from(cmd.encode()));
+            let deadline = Instant::now() + inner.request_timeout;
+            let reply = tokio::time::timeout_at(deadline, propose_here(&inner.raft, req))
+                .await
+                .map_err(|_| Error::Timeout)?;
+            match reply {
+                ForwardReply::Applied { outcome, .. } => match outcome {
+                    Outcome::Applied(r) => Ok(r),
+                    Outcome::Rejected(e) => Err(e),
+                    Outcome::Done => Err(Error::InvalidArgument(
+                        "a command's entry answered without a response".into(),
+                    )),
+                },
+                ForwardReply::NotLeader { .. } => Err(Error::LeaderChanged),
+                ForwardReply::Failed(e) => Err(e),
+            }
+        })
     }
 
     fn read_barrier(&self) -> BoxFuture<'static, keelson_store::Result<()>> {

@@ -230,6 +230,19 @@ impl Core {
         }
     }
 
+    /// The raft term this member knows (1 for the single member, which always leads).
+    pub(crate) fn raft_term(&self) -> u64 {
+        self.proposer().status().map_or(1, |s| s.term)
+    }
+
+    /// This member leads: its lessor keeps lease time in the current term ([`Lessor::lead`]).
+    /// Returns the term.
+    pub(crate) fn lead_leases(&self) -> u64 {
+        let term = self.raft_term();
+        self.lessor.lead(self.cfg.election_timeout, term);
+        term
+    }
+
     /// Revokes expired leases through the log, every 500 ms while this member leads, until the
     /// core is dropped. A member that becomes leader first gives every lease a fresh deadline of
     /// its full TTL (etcd's `Promote`): the old leader's deadlines were never seen here.
@@ -244,11 +257,22 @@ impl Core {
                     core.lessor.follow();
                     continue;
                 }
-                core.lessor.lead(core.cfg.election_timeout);
+                let term = core.lead_leases();
+                if core.lessor.expired(std::time::Instant::now()).is_empty() {
+                    continue;
+                }
+                // A leader paused or cut off may still believe it leads while another member
+                // kept lease time (etcd #15247): before revoking, confirm leadership with a
+                // read-index round (a quorum acknowledges it now), in the same term, then
+                // revoke only here, never forwarding a stale decision to another leader.
+                if core.proposer().read_barrier().await.is_err() || core.raft_term() != term {
+                    continue;
+                }
                 for id in core.lessor.expired(std::time::Instant::now()) {
+                    tracing::debug!("lease {id:x} expired: revoking it as leader in term {term}");
                     match core
                         .proposer()
-                        .propose(Command::LeaseRevoke(LeaseRevokeRequest { id }))
+                        .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
                         .await
                     {
                         Ok(_) | Err(Error::LeaseNotFound) => {}

@@ -12,7 +12,7 @@
 //! leader's deadlines.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,9 +48,9 @@ pub(crate) struct Lessor {
     leases: Mutex<HashMap<i64, Lease>>,
     /// The smallest TTL granted (etcd: ceil(1.5 × election timeout)).
     min_ttl: i64,
-    /// Whether this member keeps lease time (leads) since its deadlines were last made fresh:
-    /// see [`Lessor::lead`]. Changed only under the `leases` lock.
-    primary: AtomicBool,
+    /// The raft term in which this member last made its deadlines fresh as leader (0: it does
+    /// not keep lease time): see [`Lessor::lead`]. Changed only under the `leases` lock.
+    primary: AtomicU64,
 }
 
 impl Lessor {
@@ -74,7 +74,7 @@ impl Lessor {
         Ok(Lessor {
             leases: Mutex::new(leases),
             min_ttl,
-            primary: AtomicBool::new(true),
+            primary: AtomicU64::new(0),
         })
     }
 
@@ -173,14 +173,15 @@ impl Lessor {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// This member leads: if it did not keep lease time until now, every lease gets a fresh
-    /// deadline of its full TTL plus `extend` (etcd's `Promote`, with the election timeout as
-    /// `extend`), whatever its old one — a follower's deadlines were set when it applied the
-    /// grants and never renewed, since keep-alives went to the old leader. Called before the
+    /// This member leads, in raft term `term`: unless it already kept lease time in that term,
+    /// every lease gets a fresh deadline of its full TTL plus `extend` (etcd's `Promote`, with
+    /// the election timeout as `extend`), whatever its old one — a follower's deadlines were set
+    /// when it applied the grants and never renewed, and a member leading again in a later term
+    /// did not see the keep-alives that went to the leaders in between. Called before the
     /// leader answers any keep-alive or TimeToLive, and by the expiry loop.
-    pub(crate) fn lead(&self, extend: Duration) {
+    pub(crate) fn lead(&self, extend: Duration, term: u64) {
         let mut leases = self.leases.lock();
-        if !self.primary.swap(true, Ordering::SeqCst) {
+        if self.primary.swap(term, Ordering::SeqCst) != term {
             let now = Instant::now();
             for l in leases.values_mut() {
                 l.deadline = Some(deadline(now, l.ttl) + extend);
@@ -191,7 +192,7 @@ impl Lessor {
     /// This member does not lead: its deadlines go stale from now on ([`Lessor::lead`]).
     pub(crate) fn follow(&self) {
         let _leases = self.leases.lock();
-        self.primary.store(false, Ordering::SeqCst);
+        self.primary.store(0, Ordering::SeqCst);
     }
 
     /// Leases whose deadline has passed, for the leader to revoke.
@@ -228,15 +229,22 @@ mod tests {
             Some(Instant::now() - Duration::from_secs(1));
         assert_eq!(l.renew(7), Err(Error::LeaseNotFound));
         assert_eq!(l.expired(Instant::now()), vec![7]);
-        // Leading already (the loaded state): nothing changes.
-        l.lead(Duration::from_secs(1));
-        assert_eq!(l.expired(Instant::now()), vec![7]);
         // ...taking over as leader does: the full TTL plus the extension, from now.
-        l.follow();
-        l.lead(Duration::from_secs(1));
+        l.lead(Duration::from_secs(1), 3);
         let now = Instant::now();
         assert!(l.expired(now + Duration::from_millis(10_500)).is_empty());
         assert_eq!(l.expired(now + Duration::from_secs(12)), vec![7]);
+        // Leading on in the same term changes nothing; leading again in a later term (other
+        // leaders kept time in between) starts over, as does following then leading.
+        l.leases.lock().get_mut(&7).unwrap().deadline = Some(now);
+        l.lead(Duration::from_secs(1), 3);
+        assert_eq!(l.expired(now + Duration::from_millis(1)), vec![7]);
+        l.lead(Duration::from_secs(1), 5);
+        assert!(l.expired(now + Duration::from_secs(10)).is_empty());
+        l.leases.lock().get_mut(&7).unwrap().deadline = Some(now);
+        l.follow();
+        l.lead(Duration::from_secs(1), 5);
+        assert!(l.expired(now + Duration::from_secs(10)).is_empty());
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub trait Propose: Send + Sync + 'static {
     /// a client reading from this member afterwards sees its own write.
     fn propose(&self, cmd: Command) -> BoxFuture<'static, Result<Response>>;
 
+    /// Proposes `cmd` only if this member leads, never forwarding it: for decisions only the
+    /// leader may take on its own state (revoking the leases its clock says expired). Fails with
+    /// `LeaderChanged` on a member that does not lead. The single member always leads.
+    fn propose_as_leader(&self, cmd: Command) -> BoxFuture<'static, Result<Response>> {
+        self.propose(cmd)
+    }
+
     /// Whether this member currently leads the group (a single member always does). Only the
     /// leader expires leases; a member that becomes leader gives every lease a fresh TTL first,
     /// as etcd's `Promote` does.

@@ -127,13 +127,13 @@ impl Replica {
     /// Renews lease `id`'s deadline in this member's lessor (KeepAlive reaching the leader,
     /// which keeps lease time): its TTL, or `LeaseNotFound` (unknown, or already expired).
     pub fn renew_lease(&self, id: i64) -> Result<i64> {
-        self.core.lessor.lead(self.core.cfg.election_timeout);
+        self.core.lead_leases();
         self.core.lessor.renew(id)
     }
 
     /// Lease `id` as this member's lessor sees it (TimeToLive reaching the leader).
     pub fn lease_time_to_live(&self, id: i64) -> Result<crate::LeaseStatus> {
-        self.core.lessor.lead(self.core.cfg.election_timeout);
+        self.core.lead_leases();
         self.core.lessor.time_to_live(id)
     }
 

@@ -155,6 +155,21 @@ impl Member {
         p.kill();
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .proc
+            .as_ref()
+            .and_then(|p| p.id())
+            .expect("member running");
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// The process's exit status once it exits by itself within `patience` (polled every
     /// 20 ms: a child's exit is not an event tokio can await on a std process); `None` if it
     /// still runs then.
