@@ -37,8 +37,8 @@
 //!   [`plot`]'s latency and throughput over time with the faults shaded.
 
 pub mod append;
-pub mod cluster;
 mod client;
+pub mod cluster;
 pub mod error;
 pub mod history;
 pub mod lease;
