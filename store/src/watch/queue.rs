@@ -82,18 +82,32 @@ impl StreamShared {
         self.push_locked(&mut q, Item::Control(r))
     }
 
+    /// The sender is woken only when the queue was empty: it takes items until the queue is
+    /// empty before it waits again (`stream.rs`), and a wake-up sent while it is not waiting is
+    /// kept for its next wait, so a fan-out to many watchers of one stream costs one wake-up,
+    /// not one per watcher.
     fn push_locked(&self, q: &mut Queue, item: Item) -> u64 {
+        let was_empty = q.items.is_empty();
         q.items.push_back(item);
         let seq = q.pushed;
         q.pushed += 1;
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         seq
     }
 
+    /// Room is signalled only when the queue was at or over its bound: below it nobody waits.
     pub(crate) fn pop(&self) -> Option<Item> {
-        let item = self.queue.lock().items.pop_front()?;
+        let (item, was_full) = {
+            let mut q = self.queue.lock();
+            let was_full = q.items.len() >= self.cap;
+            (q.items.pop_front()?, was_full)
+        };
         self.popped.fetch_add(1, Ordering::AcqRel);
-        self.room.notify_one();
+        if was_full {
+            self.room.notify_one();
+        }
         Some(item)
     }
 
