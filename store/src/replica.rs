@@ -176,7 +176,7 @@ impl Replica {
             let st = fresh.mvcc.state.read();
             (st.current, st.compacted)
         };
-        *self.core.mvcc.state.write() = fresh.mvcc.state.into_inner();
+        self.core.mvcc.replace(fresh.mvcc);
         self.core.lessor.replace(fresh.lessor);
         self.core.alarms.replace(fresh.alarms);
         self.core.auth.replace(fresh.auth);

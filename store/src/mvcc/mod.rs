@@ -27,6 +27,7 @@ pub(crate) use read::RangeResult;
 pub(crate) use write::WriteTxn;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use keelson_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -65,6 +66,9 @@ pub(crate) struct State {
 /// The MVCC store. Cheap to share behind an `Arc`.
 pub(crate) struct Mvcc {
     pub(crate) state: RwLock<State>,
+    /// `state.compacted`, readable without the lock: watch streams check it for every response
+    /// they send, and must not wait for an apply holding the write lock.
+    compacted: AtomicI64,
 }
 
 impl Mvcc {
@@ -107,7 +111,16 @@ impl Mvcc {
                 pending: current,
                 compacted,
             }),
+            compacted: AtomicI64::new(compacted),
         })
+    }
+
+    /// Takes `fresh`'s whole state in place (a snapshot restore).
+    pub(crate) fn replace(&self, fresh: Mvcc) {
+        let fresh = fresh.state.into_inner();
+        let compacted = fresh.compacted;
+        *self.state.write() = fresh;
+        self.compacted.store(compacted, Ordering::Release);
     }
 
     /// The newest visible revision.
@@ -117,7 +130,7 @@ impl Mvcc {
 
     /// The revision history was compacted at (-1 if never).
     pub(crate) fn compacted_revision(&self) -> i64 {
-        self.state.read().compacted
+        self.compacted.load(Ordering::Acquire)
     }
 
     /// Makes everything applied so far visible. Called by the applier after the backend flush.
@@ -148,6 +161,7 @@ impl Mvcc {
             !ki.is_empty()
         });
         s.compacted = rev;
+        self.compacted.store(rev, Ordering::Release);
         Ok(dropped
             .into_iter()
             .map(|(r, t)| keys::rev_key(r, t))
