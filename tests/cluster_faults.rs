@@ -377,12 +377,29 @@ async fn partitioned_members_cannot_serve_and_the_majority_can() {
     );
 
     // --- The leader cut off.
+    let lease = clients[li].lease_grant(30, None).await.unwrap().id();
     net.isolate(li);
     let cut = Instant::now();
     let doomed = doomed_requests(&clients[li], "from-isolated-leader");
     let majority = vec![clients[fi].clone(), clients[oi].clone()];
     let new_leader = new_leader_soon(&majority, leader_id, cut, "the cut").await;
     majority_serves(&mut majority[0].clone(), &mut majority[1].clone(), "b").await;
+    // The cut-off old leader still believes it leads, but it must not renew leases any more:
+    // the new leader keeps lease time now, and never hears of such a renewal.
+    let renewal = tokio::time::timeout(Duration::from_secs(30), async {
+        let (mut keeper, mut acks) = clients[li].clone().lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        acks.message().await
+    })
+    .await
+    .expect("a keep-alive through the cut-off leader never ended");
+    match renewal {
+        Ok(Some(ack)) => assert!(
+            ack.ttl() <= 0,
+            "the cut-off old leader renewed lease {lease:x}: {ack:?}"
+        ),
+        other => eprintln!("keep-alive through the cut-off leader: {other:?}"),
+    }
     serves_nothing_while_cut_off(
         &cl,
         (li, "isolated leader", "the isolated old leader"),

@@ -25,6 +25,7 @@ use keelson_store::{Error, LeaseStatus};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::storage::RaftStateMachine;
+use openraft::Instant as _;
 use openraft::{Raft, ReadPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +128,7 @@ fn reply_of<T>(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> L
     }
 }
 
-/// Runs `f` on the lease clock if this member leads.
+/// Runs `f` on the lease clock if this member leads, with a quorum behind it (below).
 pub(crate) fn on_lease_clock<SM, T>(
     raft: &Raft<TypeConfig, SM>,
     f: impl FnOnce() -> keelson_store::Result<T>,
@@ -138,6 +139,20 @@ where
     if !raft.is_leader() {
         let leader = raft.metrics().borrow_watched().current_leader;
         return LeaderReply::NotLeader { leader };
+    }
+    // A leader cut off from its quorum still believes it leads (openraft does not step down by
+    // itself), while the others may elect a new leader, which keeps lease time from then on. It
+    // must stop renewing before that can happen: only while a quorum acknowledged it within
+    // the shortest election timeout, before which no follower grants a vote.
+    let lease = std::time::Duration::from_millis(raft.config().election_timeout_min);
+    let fresh = {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        let alone = m.membership_config.membership().voter_ids().eq([m.id]);
+        alone || m.last_quorum_acked.is_some_and(|t| t.elapsed() < lease)
+    };
+    if !fresh {
+        return LeaderReply::NotLeader { leader: None };
     }
     match f() {
         Ok(v) => LeaderReply::Done(v),
