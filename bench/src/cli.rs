@@ -1,4 +1,4 @@
-//! The command line: one subcommand per workload, plus `compare`.
+//! The command line: one subcommand per workload, plus `compare` and `plot`.
 //!
 //! Flags shared by every workload live in [`Target`] (where to connect, how to print) and
 //! [`Load`] (how much load, for how long); each workload adds its own in its module. `compare`
@@ -14,7 +14,7 @@ use crate::conn;
 use crate::stats::Report;
 use crate::workloads::{
     catchup::CatchupArgs, k8s::K8sArgs, lease::LeaseArgs, put::PutArgs, range::RangeArgs,
-    txn_cas::CasArgs, watch::WatchArgs,
+    txn_cas::CasArgs, watch::WatchArgs, watch_idle::IdleArgs,
 };
 
 #[derive(Parser, Debug)]
@@ -35,6 +35,9 @@ pub enum Command {
     /// Start a real etcd and a keelson store, run workloads against both in alternation and
     /// print the Keelson/etcd ratio of every figure.
     Compare(CompareArgs),
+    /// Draw watch fan-out throughput and p99 latency against watcher count, etcd and Keelson
+    /// on the same axes, from the JSON lines of `compare` runs, as an SVG.
+    Plot(crate::plot::PlotArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -47,6 +50,8 @@ pub enum Workload {
     TxnCas(CasArgs),
     /// Many watchers, then puts: delivery rate, put→event latency, and a completeness check.
     Watch(WatchArgs),
+    /// Idle watchers: how fast the server accepts them, its memory per watcher, and liveness.
+    WatchIdle(IdleArgs),
     /// Write history first, then watchers from that old revision: time to catch up.
     WatchCatchup(CatchupArgs),
     /// Leases kept alive over keep-alive streams.
@@ -91,6 +96,7 @@ impl Workload {
             Workload::Range(_) => "range",
             Workload::TxnCas(_) => "txn-cas",
             Workload::Watch(_) => "watch",
+            Workload::WatchIdle(_) => "watch-idle",
             Workload::WatchCatchup(_) => "watch-catchup",
             Workload::LeaseKeepalive(_) => "lease-keepalive",
             Workload::K8s(_) => "k8s",
@@ -103,6 +109,7 @@ impl Workload {
             Workload::Range(a) => &a.target,
             Workload::TxnCas(a) => &a.target,
             Workload::Watch(a) => &a.target,
+            Workload::WatchIdle(a) => &a.target,
             Workload::WatchCatchup(a) => &a.target,
             Workload::LeaseKeepalive(a) => &a.target,
             Workload::K8s(a) => &a.target,
@@ -115,9 +122,24 @@ impl Workload {
             Workload::Range(a) => &mut a.target,
             Workload::TxnCas(a) => &mut a.target,
             Workload::Watch(a) => &mut a.target,
+            Workload::WatchIdle(a) => &mut a.target,
             Workload::WatchCatchup(a) => &mut a.target,
             Workload::LeaseKeepalive(a) => &mut a.target,
             Workload::K8s(a) => &mut a.target,
+        }
+    }
+
+    /// Whether every run needs servers of its own: a memory measurement must not inherit the
+    /// heap of earlier runs (an allocator keeps freed pages, so growth would look smaller).
+    pub fn fresh_server(&self) -> bool {
+        matches!(self, Workload::WatchIdle(_))
+    }
+
+    /// Tells a workload that measures server memory which processes serve its endpoints
+    /// (one pid per endpoint, in the same order); other workloads ignore it.
+    pub fn set_server_pids(&mut self, pids: Vec<u32>) {
+        if let Workload::WatchIdle(a) = self {
+            a.server_pids = pids;
         }
     }
 
@@ -128,6 +150,7 @@ impl Workload {
             Workload::Range(a) => crate::workloads::range::run(a).await?,
             Workload::TxnCas(a) => crate::workloads::txn_cas::run(a).await?,
             Workload::Watch(a) => crate::workloads::watch::run(a).await?,
+            Workload::WatchIdle(a) => crate::workloads::watch_idle::run(a).await?,
             Workload::WatchCatchup(a) => crate::workloads::catchup::run(a).await?,
             Workload::LeaseKeepalive(a) => crate::workloads::lease::run(a).await?,
             Workload::K8s(a) => crate::workloads::k8s::run(a).await?,
@@ -165,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(report.ok)
         }
         Command::Compare(args) => crate::compare::run(args).await,
+        Command::Plot(args) => crate::plot::run(&args).map(|()| true),
     }
 }
 

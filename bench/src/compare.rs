@@ -3,13 +3,16 @@
 //! Both clusters are started once, side by side, with the same member count (`--members 3`
 //! runs raft on both; see [`crate::members`] for readiness and for why the leader's endpoint
 //! comes first); then, round after round, every workload runs against etcd and then against
-//! Keelson, so slow drift of the machine (other load, thermal state, page cache) touches both
-//! alike. Every run is appended to `--out` as one JSON line; at the end the median over rounds
+//! Keelson. A workload that measures server memory (`watch-idle`) instead gets a freshly
+//! started cluster for every run, stopped right after, and is told the members' pids (leader
+//! first, like the endpoints): growth measured on a heap that earlier runs already grew would
+//! understate the cost. Alternating etcd and Keelson run by run means slow drift of the
+//! machine (other load, thermal state, page cache) touches both alike. Every run is appended to `--out` as one JSON line; at the end the median over rounds
 //! of every figure is shown for each server with the Keelson/etcd ratio, and appended as a
 //! final `summary` line.
 //!
 //! A ratio above 1 is better for Keelson on a rate (`_per_s`) and worse on a latency
-//! (`_ms`, `_s`); the table says which. A run that failed its checks fails the comparison.
+//! (`_ms`, `_s`) or a memory figure (`_b`, `_mib`); the table says which. A run that failed its checks fails the comparison.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -77,20 +80,24 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
         a.workloads.clone()
     };
     // Parse everything before starting anything, so a typo fails at once.
+    let mut shared_needed = false;
     for l in &lines {
-        parse_workload(l)?;
+        shared_needed |= !parse_workload(l)?.fresh_server();
     }
-    let keelson = keelson_bin(&a.keelson_bin)?;
-    let keelson = Cluster::start(Kind::Keelson, &keelson, a.members).await?;
-    let etcd = Cluster::start(Kind::Etcd, &a.etcd_bin, a.members).await?;
-    for c in [&etcd, &keelson] {
-        eprintln!(
-            "{} ready: {} members, leader {}, endpoints {} (leader first)",
-            c.kind.name(),
-            a.members,
-            c.leader_name(),
-            c.endpoints().join(",")
-        );
+    let keelson_bin = keelson_bin(&a.keelson_bin)?;
+    let bin = |k: Kind| match k {
+        Kind::Etcd => a.etcd_bin.clone(),
+        Kind::Keelson => keelson_bin.clone(),
+    };
+    // The clusters every round reuses, [etcd, keelson]; none when every workload wants fresh ones.
+    let mut shared = Vec::new();
+    if shared_needed {
+        let keelson = Cluster::start(Kind::Keelson, &bin(Kind::Keelson), a.members).await?;
+        let etcd = Cluster::start(Kind::Etcd, &bin(Kind::Etcd), a.members).await?;
+        for c in [&etcd, &keelson] {
+            announce(c, a.members);
+        }
+        shared = vec![etcd, keelson];
     }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
@@ -102,9 +109,24 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
     let mut ok = true;
     for round in 1..=a.rounds {
         for (wi, line) in lines.iter().enumerate() {
-            for c in [&etcd, &keelson] {
+            for kind in [Kind::Etcd, Kind::Keelson] {
                 let mut w = parse_workload(line)?;
+                let fresh = if w.fresh_server() {
+                    let c = Cluster::start(kind, &bin(kind), a.members).await?;
+                    announce(&c, a.members);
+                    Some(c)
+                } else {
+                    None
+                };
+                let c = match &fresh {
+                    Some(c) => c,
+                    None => shared
+                        .iter()
+                        .find(|c| c.kind == kind)
+                        .expect("shared clusters run when a workload needs them"),
+                };
                 w.target_mut().endpoints = c.endpoints();
+                w.set_server_pids(c.pids());
                 let report = match w.run().await {
                     Ok(r) => r,
                     Err(e) => Report {
@@ -113,20 +135,24 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
                         ..Report::default()
                     },
                 };
+                if let Some(c) = fresh {
+                    c.stop().await;
+                }
                 eprintln!(
                     "round {round} {:<8} {line}: {}",
-                    c.kind.name(),
+                    kind.name(),
                     headline(&report)
                 );
                 ok &= report.ok;
-                let rec = json!({"round": round, "target": c.kind.name(), "workload": line, "report": report});
+                let rec = json!({"round": round, "target": kind.name(), "workload": line, "report": report});
                 writeln!(out, "{rec}")?;
-                results.entry((wi, c.kind)).or_default().push(report);
+                results.entry((wi, kind)).or_default().push(report);
             }
         }
     }
-    etcd.stop().await;
-    keelson.stop().await;
+    for c in shared {
+        c.stop().await;
+    }
 
     let rows = summarize(&lines, &results);
     print!("{}", table(&rows, a.rounds));
@@ -140,6 +166,15 @@ pub(crate) async fn run(a: CompareArgs) -> anyhow::Result<bool> {
         bail!("some runs failed their checks; see {}", a.out.display());
     }
     Ok(ok)
+}
+
+fn announce(c: &Cluster, members: usize) {
+    eprintln!(
+        "{} ready: {members} members, leader {}, endpoints {} (leader first)",
+        c.kind.name(),
+        c.leader_name(),
+        c.endpoints().join(",")
+    );
 }
 
 fn headline(r: &Report) -> String {
@@ -216,7 +251,7 @@ fn summarize(lines: &[String], results: &BTreeMap<(usize, Kind), Vec<Report>>) -
 
 fn table(rows: &[Row], rounds: usize) -> String {
     let mut s = format!(
-        "\nmedians of {rounds} rounds\n{:<24} {:>12} {:>12} {:>13}\n",
+        "\nmedians of {rounds} rounds\n{:<30} {:>12} {:>12} {:>13}\n",
         "figure", "etcd", "keelson", "keelson/etcd"
     );
     let mut last = "";
@@ -233,7 +268,7 @@ fn table(rows: &[Row], rounds: usize) -> String {
             None => "",
         };
         s += &format!(
-            "  {:<22} {:>12} {:>12} {:>12.2}x {verdict}\n",
+            "  {:<28} {:>12} {:>12} {:>12.2}x {verdict}\n",
             r.figure,
             fmt_num(r.etcd),
             fmt_num(r.keelson),

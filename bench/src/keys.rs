@@ -63,6 +63,16 @@ impl KeySpace {
     pub(crate) fn prefix(&self) -> Bytes {
         Bytes::from(self.prefix.clone())
     }
+
+    /// The index of `key` if it is a key of this space (the inverse of [`KeySpace::key`]).
+    pub(crate) fn index_of(&self, key: &[u8]) -> Option<u64> {
+        let digits = key.strip_prefix(self.prefix.as_bytes())?;
+        if digits.len() != self.width || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let i: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        (i < self.space).then_some(i)
+    }
 }
 
 /// The range end that makes a range or watch cover every key starting with `prefix`.
@@ -126,6 +136,11 @@ mod tests {
         assert_eq!(ks.key(7).len(), 12);
         assert_eq!(ks.key(1007), ks.key(7), "indexes wrap around the space");
         assert!(ks.key(9) < ks.key(10));
+        assert_eq!(ks.index_of(&ks.key(7)), Some(7));
+        assert_eq!(ks.index_of(b"put/0000007"), None, "too short");
+        assert_eq!(ks.index_of(b"put/00001000"), None, "outside the space");
+        assert_eq!(ks.index_of(b"get/00000007"), None, "another prefix");
+        assert_eq!(ks.index_of(b"put/0000000x"), None);
         let mut rng = rand::rng();
         for _ in 0..100 {
             let k = ks.random(&mut rng);

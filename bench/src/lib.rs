@@ -19,8 +19,14 @@
 //! ([`keys::stamp`]) and check completeness against the revisions the puts were acknowledged
 //! with ([`check`]), so a fast but lossy server cannot look good.
 //!
+//! `watch-idle` measures what idle watchers cost a server: how fast it accepts them and how
+//! much its resident memory grows per watcher, read from `/proc` ([`os`]) given the server's
+//! pid; it ends by checking that a sample of the watchers is still live.
+//!
 //! `compare` ([`compare`]) starts a real etcd and a `keelson store` side by side, runs every
-//! selected workload against each in alternation and prints the Keelson/etcd ratio per figure.
+//! selected workload against each in alternation and prints the Keelson/etcd ratio per figure;
+//! `plot` ([`plot`], drawn by [`svg`]) turns a sweep of watch runs over watcher counts into an
+//! SVG of throughput and p99 latency, both servers on the same axes.
 
 mod check;
 mod cli;
@@ -29,7 +35,10 @@ mod conn;
 mod driver;
 mod keys;
 mod members;
+mod os;
+mod plot;
 mod stats;
+mod svg;
 mod watchers;
 mod workloads;
 

@@ -145,6 +145,12 @@ impl Cluster {
         leader_first(&self.members, self.leader)
     }
 
+    /// The members' process ids, in the order of [`Cluster::endpoints`] (the leader's first).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let ids: Vec<u32> = self.children.iter().map(|c| c.id().unwrap_or(0)).collect();
+        leader_first(&ids, self.leader)
+    }
+
     /// "m1 of 3" — which member led when the cluster became ready.
     pub(crate) fn leader_name(&self) -> String {
         format!("m{} of {}", self.leader, self.members.len())
@@ -274,7 +280,7 @@ fn agreed_leader(seen: &[Option<(u64, u64)>]) -> Option<usize> {
         .position(|s| s.is_some_and(|(id, _)| id == first))
 }
 
-fn leader_first(members: &[String], leader: usize) -> Vec<String> {
+fn leader_first<T: Clone>(members: &[T], leader: usize) -> Vec<T> {
     let mut v = vec![members[leader].clone()];
     v.extend(
         members

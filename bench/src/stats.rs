@@ -176,7 +176,7 @@ pub struct Report {
     /// Wall time of the measured phase.
     pub elapsed_s: f64,
     pub ops: Vec<OpStats>,
-    /// Scalar figures; a name ending in `_per_s` is better higher, `_ms`/`_s` better lower.
+    /// Scalar figures; a name ending in `_per_s` is better higher, `_ms`/`_s`/`_b`/`_mib` lower.
     pub figures: BTreeMap<String, f64>,
     pub problems: Vec<String>,
 }
@@ -259,11 +259,15 @@ impl Report {
     }
 }
 
-/// Whether a larger value of the figure `name` is better (`None`: neither, e.g. a count).
+/// Whether a larger value of the figure `name` is better (`None`: neither, e.g. a count):
+/// rates (`_per_s`) are better higher; times (`_ms`, `_s`) and memory (`_b`, `_mib`) lower.
 pub(crate) fn higher_is_better(name: &str) -> Option<bool> {
     if name.ends_with("_per_s") {
         Some(true)
-    } else if name.ends_with("_ms") || name.ends_with("_s") {
+    } else if ["_ms", "_s", "_b", "_mib"]
+        .iter()
+        .any(|u| name.ends_with(u))
+    {
         Some(false)
     } else {
         None
@@ -361,5 +365,9 @@ mod tests {
         assert_eq!(higher_is_better("put.p99_ms"), Some(false));
         assert_eq!(higher_is_better("catchup_s"), Some(false));
         assert_eq!(higher_is_better("conflicts"), None);
+        assert_eq!(higher_is_better("accept_watchers_per_s"), Some(true));
+        assert_eq!(higher_is_better("rss_per_watcher_b"), Some(false));
+        assert_eq!(higher_is_better("member0.rss_after_mib"), Some(false));
+        assert_eq!(higher_is_better("watchers"), None);
     }
 }

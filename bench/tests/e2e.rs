@@ -1,5 +1,5 @@
-//! One end-to-end run: the put and watch workloads, through the command-line parser, against a
-//! real Keelson store served in-process on 127.0.0.1:0 (in memory), with tiny sizes.
+//! End-to-end runs: the put, watch and watch-idle workloads, through the command-line parser,
+//! against a real Keelson store served in-process on 127.0.0.1:0 (in memory), with tiny sizes.
 
 use clap::Parser;
 use keelson_bench::{Cli, Command, Report};
@@ -63,6 +63,42 @@ async fn put_and_watch_against_a_keelson_store() {
     .await;
     assert!(prefix.ok, "{}", prefix.table());
     assert_eq!(prefix.figures["events_delivered"], 5.0 * 40.0);
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watchers_are_counted_measured_and_checked_live() {
+    let store = Store::open(StoreConfig {
+        listen_client_urls: vec!["http://127.0.0.1:0".into()],
+        data_dir: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = store.client_addrs()[0].to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(store.serve(async {
+        let _ = stopped.await;
+    }));
+
+    // The server runs in this process, so its pid is ours: the memory figures are only
+    // checked for being there, not for their size.
+    let line = format!(
+        "watch-idle --watchers 300 --keys 100 --mixed --conns 2 --streams 3 --window 4 \
+         --verify 40 --samples 2 --sample-interval 10ms --server-pid {}",
+        std::process::id()
+    );
+    let idle = run(&line, &endpoint).await;
+    assert!(idle.ok, "{}", idle.table());
+    assert_eq!(idle.figures["watchers"], 300.0);
+    // 40 of the 100 keys are put, each watched by 3 watchers.
+    assert_eq!(idle.figures["verified_watchers"], 120.0);
+    assert!(idle.figures["accept_watchers_per_s"] > 0.0);
+    assert!(idle.figures.contains_key("rss_per_watcher_b"));
+    let create = idle.ops.iter().find(|o| o.name == "create").unwrap();
+    assert_eq!(create.count, 300);
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

@@ -21,6 +21,7 @@ pub(crate) mod put;
 pub(crate) mod range;
 pub(crate) mod txn_cas;
 pub(crate) mod watch;
+pub(crate) mod watch_idle;
 
 /// etcd's default `--max-txn-ops` is 128; preloads write 100 keys per transaction.
 pub(crate) const PRELOAD_BATCH: usize = 100;
