@@ -198,18 +198,34 @@ impl LogStore {
         })
     }
 
-    /// Writes `records` as one batch on the blocking pool; returns its sequence number and
-    /// segment, and the records back.
+    /// Writes `records` as one batch; returns its sequence number and segment, and the
+    /// records back.
+    ///
+    /// A batch that fits the current segment is written right here: a `write` into the page
+    /// cache takes microseconds, and a hop to the blocking pool and back would sit on every
+    /// write's critical path twice (the leader's before it replicates, each follower's before
+    /// it fsyncs). A batch that starts a new segment (fsync of the old one, a new file) goes
+    /// to the blocking pool. Durability is the flush thread's business either way.
     async fn write(&mut self, records: Vec<Record>) -> io::Result<(u64, u64, Vec<Record>)> {
         self.shared.check()?;
-        let shared = Arc::clone(&self.shared);
-        let written = tokio::task::spawn_blocking(move || {
-            let r = shared.wal.lock().write(&records);
-            r.map(|(seq, segment)| (seq, segment, records))
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
+        let buf = wal::encode_batch(&records);
+        let inline = {
+            let mut wal = self.shared.wal.lock();
+            (!wal.rolls(buf.len())).then(|| wal.write_encoded(&buf, &records))
+        };
+        let written = match inline {
+            Some(r) => r.map(|(seq, segment)| (seq, segment, records)),
+            None => {
+                let shared = Arc::clone(&self.shared);
+                tokio::task::spawn_blocking(move || {
+                    let r = shared.wal.lock().write_encoded(&buf, &records);
+                    r.map(|(seq, segment)| (seq, segment, records))
+                })
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+            }
+        };
         match written {
             Ok((seq, segment, records)) => {
                 self.last_seq = seq;

@@ -68,23 +68,19 @@ impl RevBatch {
     }
 
     /// Event `i` encoded as an `mvccpb.Event` message, with or without its `prev_kv`.
-    pub(crate) fn encoded(&self, i: usize, with_prev: bool) -> Bytes {
+    pub(crate) fn encoded(&self, i: usize, with_prev: bool) -> &Bytes {
         let ev = &self.events[i];
         if with_prev || ev.prev_kv.is_none() {
-            return self.encoded[i][0]
-                .get_or_init(|| ev.encode_to_vec().into())
-                .clone();
+            return self.encoded[i][0].get_or_init(|| ev.encode_to_vec().into());
         }
-        self.encoded[i][1]
-            .get_or_init(|| {
-                let bare = Event {
-                    r#type: ev.r#type,
-                    kv: ev.kv.clone(),
-                    prev_kv: None,
-                };
-                bare.encode_to_vec().into()
-            })
-            .clone()
+        self.encoded[i][1].get_or_init(|| {
+            let bare = Event {
+                r#type: ev.r#type,
+                kv: ev.kv.clone(),
+                prev_kv: None,
+            };
+            bare.encode_to_vec().into()
+        })
     }
 }
 
@@ -95,20 +91,69 @@ pub(crate) enum Sel {
     Some(Vec<u32>),
 }
 
+impl Sel {
+    /// The selected event indexes of `b`.
+    fn indexes<'a>(&'a self, b: &RevBatch) -> impl Iterator<Item = usize> + 'a {
+        let (all, some) = match self {
+            Sel::All => (0..b.events.len(), &[][..]),
+            Sel::Some(ix) => (0..0, &ix[..]),
+        };
+        all.chain(some.iter().map(|&i| i as usize))
+    }
+}
+
+/// The revisions of one delivery: one (what `publish` hands out, without an allocation) or
+/// several (a catch-up step).
+pub(crate) enum Parts {
+    One(Arc<RevBatch>, Sel),
+    Many(Vec<(Arc<RevBatch>, Sel)>),
+}
+
+impl Parts {
+    pub(crate) fn from_vec(mut v: Vec<(Arc<RevBatch>, Sel)>) -> Parts {
+        if v.len() == 1 {
+            let (b, s) = v.pop().expect("one part");
+            Parts::One(b, s)
+        } else {
+            Parts::Many(v)
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<RevBatch>, &Sel)> {
+        let (one, many) = match self {
+            Parts::One(b, s) => (Some((b, s)), &[][..]),
+            Parts::Many(v) => (None, &v[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(b, s)| (b, s)))
+    }
+}
+
 /// One watcher's share of one or more revisions: becomes one response (or its fragments).
 pub(crate) struct Delivery {
     pub(crate) watch_id: i64,
     pub(crate) header_rev: i64,
     pub(crate) prev_kv: bool,
     pub(crate) fragment: bool,
-    pub(crate) parts: Vec<(Arc<RevBatch>, Sel)>,
+    pub(crate) parts: Parts,
 }
 
 /// A watch response ready for the wire: `head` carries every field but `events`.
-#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Frame {
     pub(crate) head: WatchResponse,
-    pub(crate) events: Vec<Bytes>,
+    events: FrameEvents,
+}
+
+/// A frame's events, already encoded.
+enum FrameEvents {
+    /// Listed one by one (control frames have none; fragments and catch-up responses).
+    Listed(Vec<Bytes>),
+    /// The selected events of one batch, in its shared encodings: the common case, one
+    /// revision to one watcher, costs no allocation and no reference count per event.
+    Batch {
+        batch: Arc<RevBatch>,
+        sel: Sel,
+        with_prev: bool,
+    },
 }
 
 fn event_field_len(e: &Bytes) -> usize {
@@ -119,22 +164,45 @@ impl Frame {
     pub(crate) fn control(head: WatchResponse) -> Frame {
         Frame {
             head,
-            events: Vec::new(),
+            events: FrameEvents::Listed(Vec::new()),
         }
     }
 
+    /// Calls `f` with each encoded event, in order.
+    fn for_each_event(&self, mut f: impl FnMut(&Bytes)) {
+        match &self.events {
+            FrameEvents::Listed(v) => v.iter().for_each(f),
+            FrameEvents::Batch {
+                batch,
+                sel,
+                with_prev,
+            } => sel
+                .indexes(batch)
+                .for_each(|i| f(batch.encoded(i, *with_prev))),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn events(&self) -> Vec<Bytes> {
+        let mut v = Vec::new();
+        self.for_each_event(|e| v.push(e.clone()));
+        v
+    }
+
     pub(crate) fn encoded_len(&self) -> usize {
-        self.head.encoded_len() + self.events.iter().map(event_field_len).sum::<usize>()
+        let mut n = self.head.encoded_len();
+        self.for_each_event(|e| n += event_field_len(e));
+        n
     }
 
     /// Writes the frame as one `WatchResponse` message.
     pub(crate) fn encode(&self, buf: &mut impl BufMut) {
         self.head.encode_raw(buf);
-        for e in &self.events {
+        self.for_each_event(|e| {
             encode_key(EVENTS_FIELD, WireType::LengthDelimited, buf);
             encode_varint(e.len() as u64, buf);
             buf.put_slice(e);
-        }
+        });
     }
 
     /// The frame as a decoded response (tests and the in-process paths).
@@ -147,7 +215,7 @@ impl Frame {
 }
 
 impl Delivery {
-    /// The frames for this delivery: one, or, when the watcher asked for fragments and the
+    /// Appends the frames for this delivery to `out`: one, or, when the watcher asked for fragments and the
     /// response is at least `limit` bytes with two or more events, etcd's `sendFragments` split
     /// (every part but the last has `fragment = true`; a part grows until adding an event
     /// would reach `limit`, and always holds at least one event).
@@ -155,23 +223,13 @@ impl Delivery {
     /// `compacted` is the store's compacted revision at send time: like etcd, which reads
     /// `prev_kv` at `mod_revision - 1` when it sends, a previous value whose revision has been
     /// compacted away is left out.
-    pub(crate) fn into_frames(
+    pub(crate) fn push_frames(
         self,
         header: &ResponseHeader,
         limit: usize,
         compacted: i64,
-    ) -> Vec<Frame> {
-        let mut events = Vec::new();
-        for (b, sel) in &self.parts {
-            // etcd reads prev_kv at mod_revision - 1, which fails once that is below the compaction.
-            let with_prev = self.prev_kv && b.revision > compacted;
-            match sel {
-                Sel::All => (0..b.events.len()).for_each(|i| events.push(b.encoded(i, with_prev))),
-                Sel::Some(ix) => ix
-                    .iter()
-                    .for_each(|&i| events.push(b.encoded(i as usize, with_prev))),
-            }
-        }
+        out: &mut VecDeque<Frame>,
+    ) {
         let head = WatchResponse {
             header: Some(ResponseHeader {
                 revision: self.header_rev,
@@ -180,22 +238,49 @@ impl Delivery {
             watch_id: self.watch_id,
             ..Default::default()
         };
-        let whole = Frame { head, events };
-        if !self.fragment || whole.events.len() < 2 || whole.encoded_len() < limit {
-            return vec![whole];
+        // etcd reads prev_kv at mod_revision - 1, which fails once that is below the compaction.
+        let with_prev = |b: &RevBatch| self.prev_kv && b.revision > compacted;
+        if !self.fragment {
+            if let Parts::One(batch, sel) = self.parts {
+                let with_prev = with_prev(&batch);
+                out.push_back(Frame {
+                    head,
+                    events: FrameEvents::Batch {
+                        batch,
+                        sel,
+                        with_prev,
+                    },
+                });
+                return;
+            }
         }
+        let mut events = Vec::new();
+        for (b, sel) in self.parts.iter() {
+            let w = with_prev(b);
+            events.extend(sel.indexes(b).map(|i| b.encoded(i, w).clone()));
+        }
+        let whole = Frame {
+            head,
+            events: FrameEvents::Listed(events),
+        };
+        if !self.fragment || whole.event_count() < 2 || whole.encoded_len() < limit {
+            out.push_back(whole);
+            return;
+        }
+        let FrameEvents::Listed(events) = whole.events else {
+            unreachable!("built as a list above")
+        };
         let mut head = whole.head;
         head.fragment = true;
         let head_len = head.encoded_len();
-        let mut out = Vec::new();
         let mut cur: Vec<Bytes> = Vec::new();
         let mut size = head_len;
-        for e in whole.events {
+        for e in events {
             let n = event_field_len(&e);
             if !cur.is_empty() && size + n >= limit {
-                out.push(Frame {
+                out.push_back(Frame {
                     head: head.clone(),
-                    events: std::mem::take(&mut cur),
+                    events: FrameEvents::Listed(std::mem::take(&mut cur)),
                 });
                 size = head_len;
             }
@@ -203,8 +288,35 @@ impl Delivery {
             cur.push(e);
         }
         head.fragment = false;
-        out.push(Frame { head, events: cur });
-        out
+        out.push_back(Frame {
+            head,
+            events: FrameEvents::Listed(cur),
+        });
+    }
+
+    /// [`Delivery::push_frames`] into a new list.
+    #[cfg(test)]
+    pub(crate) fn into_frames(
+        self,
+        header: &ResponseHeader,
+        limit: usize,
+        compacted: i64,
+    ) -> Vec<Frame> {
+        let mut out = VecDeque::new();
+        self.push_frames(header, limit, compacted, &mut out);
+        out.into()
+    }
+}
+
+impl Frame {
+    pub(crate) fn event_count(&self) -> usize {
+        match &self.events {
+            FrameEvents::Listed(v) => v.len(),
+            FrameEvents::Batch { batch, sel, .. } => match sel {
+                Sel::All => batch.events.len(),
+                Sel::Some(ix) => ix.len(),
+            },
+        }
     }
 }
 
@@ -297,7 +409,7 @@ mod tests {
             header_rev: 7,
             prev_kv: false,
             fragment: false,
-            parts: vec![(b.clone(), Sel::Some(vec![0, 2]))],
+            parts: Parts::One(b.clone(), Sel::Some(vec![0, 2])),
         };
         let header = ResponseHeader {
             cluster_id: 1,
@@ -328,7 +440,7 @@ mod tests {
             header_rev: 7,
             prev_kv: true,
             fragment: false,
-            parts: vec![(b, Sel::All)],
+            parts: Parts::One(b, Sel::All),
         };
         let r = d.into_frames(&header, 1 << 20, -1)[0].to_response();
         assert!(r
@@ -346,7 +458,7 @@ mod tests {
             header_rev: 9,
             prev_kv: false,
             fragment,
-            parts: vec![(b.clone(), Sel::All)],
+            parts: Parts::One(b.clone(), Sel::All),
         };
         assert_eq!(
             mk(false).into_frames(&header, 300, -1).len(),
@@ -360,7 +472,7 @@ mod tests {
             .iter()
             .all(|f| f.head.fragment && f.encoded_len() < 300));
         assert!(!last.head.fragment);
-        let n: usize = frames.iter().map(|f| f.events.len()).sum();
+        let n: usize = frames.iter().map(|f| f.event_count()).sum();
         assert_eq!(n, 10, "every event exactly once");
         // A single huge event is never split.
         let big = batch(10, 1, 1000);
@@ -369,7 +481,7 @@ mod tests {
             header_rev: 10,
             prev_kv: false,
             fragment: true,
-            parts: vec![(big, Sel::All)],
+            parts: Parts::One(big, Sel::All),
         };
         assert_eq!(d.into_frames(&header, 300, -1).len(), 1);
     }

@@ -12,9 +12,9 @@
 //!   in O((m + 1) log n) for m hits among n distinct ranges, however many of them start at or
 //!   before it.
 //!
-//! Each synced watcher is in exactly one group, and `slot` remembers its position there, so
-//! removing a watcher (cancel, lagging, stream gone, restore) costs O(1) however large its
-//! group is.
+//! Each synced watcher is in exactly one group, and the watcher itself remembers its position
+//! there (returned by `insert`, updated from what `remove` reports moved), so removing a
+//! watcher (cancel, lagging, stream gone, restore) costs O(1) however large its group is.
 
 mod interval;
 
@@ -83,45 +83,47 @@ impl KeyRange {
 }
 
 /// Synced watchers by what they watch. Values are watcher uids.
+///
+/// The index does not remember where in its group each watcher sits: `insert` returns the
+/// position and the caller keeps it with the watcher (a map from uid to position would cost
+/// more per idle watcher than the watcher itself).
 #[derive(Default)]
 pub(crate) struct SyncedIndex {
     exact: HashMap<Bytes, Vec<u64>>,
     /// One node per distinct range: the uids watching exactly that range.
     ranges: IntervalTree<Vec<u64>>,
-    /// Each indexed uid's position in its group.
-    slot: HashMap<u64, usize>,
 }
 
+/// A watcher that `remove` moved within its group, and its new position.
+pub(crate) type Moved = Option<(u64, u32)>;
+
 impl SyncedIndex {
-    pub(crate) fn insert(&mut self, uid: u64, r: &KeyRange) {
+    /// Adds `uid` to the group of `r`; returns its position there.
+    pub(crate) fn insert(&mut self, uid: u64, r: &KeyRange) -> u32 {
         let group = match r.tree_end() {
             None => self.exact.entry(r.key.clone()).or_default(),
             Some(end) => self.ranges.get_or_insert_with(&r.key, &end, Vec::new),
         };
         group.push(uid);
-        self.slot.insert(uid, group.len() - 1);
+        (group.len() - 1) as u32
     }
 
-    pub(crate) fn remove(&mut self, uid: u64, r: &KeyRange) {
+    /// Removes `uid`, which `insert` put at position `at` of the group of `r` (or which a
+    /// later `remove` moved there). Returns the watcher that took its place, whose position
+    /// the caller must update. A uid not found at `at` (removed already, never inserted) is
+    /// left alone and nothing else is taken out.
+    pub(crate) fn remove(&mut self, uid: u64, r: &KeyRange, at: u32) -> Moved {
         let end = r.tree_end();
         let group = match &end {
             None => self.exact.get_mut(&r.key),
             Some(end) => self.ranges.get_mut(&r.key, end),
-        };
-        let Some(group) = group else {
-            return;
-        };
-        // The slot is only trusted if it names this uid (a uid removed twice, or never
-        // inserted, must not take another watcher out).
-        let at = match self.slot.get(&uid) {
-            Some(&i) if group.get(i) == Some(&uid) => i,
-            _ => return,
-        };
-        self.slot.remove(&uid);
-        group.swap_remove(at);
-        if let Some(&moved) = group.get(at) {
-            self.slot.insert(moved, at);
+        }?;
+        let at = at as usize;
+        if group.get(at) != Some(&uid) {
+            return None;
         }
+        group.swap_remove(at);
+        let moved = group.get(at).map(|&m| (m, at as u32));
         if group.is_empty() {
             match &end {
                 None => {
@@ -132,6 +134,7 @@ impl SyncedIndex {
                 }
             }
         }
+        moved
     }
 
     /// Calls `f` with every synced watcher whose range contains `key`.

@@ -36,6 +36,7 @@ mod history;
 mod index;
 mod queue;
 mod registry;
+mod slab;
 mod stream;
 
 #[cfg(test)]

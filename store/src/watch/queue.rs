@@ -98,6 +98,7 @@ impl StreamShared {
     }
 
     /// Room is signalled only when the queue was at or over its bound: below it nobody waits.
+    #[cfg(test)]
     pub(crate) fn pop(&self) -> Option<Item> {
         let (item, was_full) = {
             let mut q = self.queue.lock();
@@ -109,6 +110,25 @@ impl StreamShared {
             self.room.notify_one();
         }
         Some(item)
+    }
+
+    /// Takes up to `max` items (at least one if any is queued) in order into `out`, under one
+    /// lock: a fan-out leaves many items per stream at once, and the sender renders them all.
+    pub(crate) fn pop_many(&self, max: usize, out: &mut Vec<Item>) -> usize {
+        let (n, was_full) = {
+            let mut q = self.queue.lock();
+            let was_full = q.items.len() >= self.cap;
+            let n = q.items.len().min(max.max(1));
+            out.extend(q.items.drain(..n));
+            (n, was_full)
+        };
+        if n > 0 {
+            self.popped.fetch_add(n as u64, Ordering::AcqRel);
+            if was_full {
+                self.room.notify_one();
+            }
+        }
+        n
     }
 
     /// How many items have been taken out: every item with a smaller sequence number is gone.

@@ -14,16 +14,17 @@
 //!
 //! So every watcher sees each matching revision exactly once, in order, with no gap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use keelson_proto::etcdserverpb::watch_create_request::FilterType;
 use keelson_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 
-use super::batch::{Delivery, RevBatch, Ring, Sel};
-use super::index::{KeyRange, SyncedIndex};
+use super::batch::{Delivery, Parts, RevBatch, Ring, Sel};
+use super::index::{KeyRange, Moved, SyncedIndex};
 use super::queue::{Item, StreamShared};
+use super::slab::Slab;
 
 /// etcd's `AutoWatchID`: the client lets the server choose.
 pub(crate) const AUTO_WATCH_ID: i64 = 0;
@@ -41,11 +42,15 @@ struct Watcher {
     prev_kv: bool,
     fragment: bool,
     progress_notify: bool,
+    /// Events were queued for it since the last progress tick.
+    sent: bool,
     /// The oldest revision the watcher has not been given.
     next: i64,
     synced: bool,
     /// Sequence number of the last item queued for this watcher.
     last_seq: u64,
+    /// Its position in its [`SyncedIndex`] group while synced.
+    at: u32,
 }
 
 impl Watcher {
@@ -112,9 +117,10 @@ pub(crate) struct Registry {
     /// The newest revision handed to `publish`.
     pub(crate) published: i64,
     ring: Ring,
-    watchers: HashMap<u64, Watcher>,
+    watchers: Slab<Watcher>,
     index: SyncedIndex,
     streams: HashMap<u64, StreamEntry>,
+    /// The last stream id handed out.
     next_uid: u64,
     scratch: Vec<(u64, u32)>,
 }
@@ -124,7 +130,7 @@ impl Registry {
         Registry {
             published,
             ring,
-            watchers: HashMap::new(),
+            watchers: Slab::default(),
             index: SyncedIndex::default(),
             streams: HashMap::new(),
             next_uid: 1,
@@ -132,13 +138,9 @@ impl Registry {
         }
     }
 
-    fn uid(&mut self) -> u64 {
-        self.next_uid += 1;
-        self.next_uid
-    }
-
     pub(crate) fn add_stream(&mut self, shared: Arc<StreamShared>) -> u64 {
-        let sid = self.uid();
+        self.next_uid += 1;
+        let sid = self.next_uid;
         self.streams.insert(
             sid,
             StreamEntry {
@@ -153,10 +155,11 @@ impl Registry {
 
     pub(crate) fn remove_stream(&mut self, sid: u64) {
         if let Some(entry) = self.streams.remove(&sid) {
-            for uid in entry.ids.values() {
+            for &uid in entry.ids.values() {
                 if let Some(w) = self.watchers.remove(uid) {
                     if w.synced {
-                        self.index.remove(*uid, &w.range);
+                        let moved = self.index.remove(uid, &w.range, w.at);
+                        self.moved(moved);
                     }
                 }
             }
@@ -176,7 +179,6 @@ impl Registry {
     /// Handles a create request (etcd's `recvLoop` + `watchStream.Watch`); `current` is the
     /// store's revision, read just before. Queues the created response.
     pub(crate) fn create(&mut self, sid: u64, req: &WatchCreateRequest, current: i64) {
-        let uid = self.uid();
         let Some(entry) = self.streams.get_mut(&sid) else {
             return;
         };
@@ -217,35 +219,46 @@ impl Registry {
             created: true,
             ..Default::default()
         });
-        entry.ids.insert(id, uid);
-        if synced {
-            self.index.insert(uid, &range);
-        } else {
+        if !synced {
             entry.shared.lagging.fetch_add(1, Ordering::AcqRel);
         }
-        self.watchers.insert(
-            uid,
-            Watcher {
-                stream: sid,
-                id,
-                range,
-                no_put: req.filters.contains(&(FilterType::Noput as i32)),
-                no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
-                prev_kv: req.prev_kv,
-                fragment: req.fragment,
-                progress_notify: req.progress_notify,
-                next: start,
-                synced,
-                last_seq: seq,
-            },
-        );
+        let uid = self.watchers.insert(Watcher {
+            stream: sid,
+            id,
+            range,
+            no_put: req.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
+            prev_kv: req.prev_kv,
+            fragment: req.fragment,
+            progress_notify: req.progress_notify,
+            sent: false,
+            next: start,
+            synced,
+            last_seq: seq,
+            at: 0,
+        });
+        entry.ids.insert(id, uid);
+        if synced {
+            let w = self.watchers.get_mut(uid).expect("just inserted");
+            w.at = self.index.insert(uid, &w.range);
+        }
+    }
+
+    /// Records the new position of a watcher that `SyncedIndex::remove` moved.
+    fn moved(&mut self, moved: Moved) {
+        if let Some((uid, at)) = moved {
+            if let Some(w) = self.watchers.get_mut(uid) {
+                w.at = at;
+            }
+        }
     }
 
     /// Removes a watcher from the map, the index or the lagging count. Not from `ids`.
     fn drop_watcher(&mut self, uid: u64) -> Option<Watcher> {
-        let w = self.watchers.remove(&uid)?;
+        let w = self.watchers.remove(uid)?;
         if w.synced {
-            self.index.remove(uid, &w.range);
+            let moved = self.index.remove(uid, &w.range, w.at);
+            self.moved(moved);
         } else if let Some(e) = self.streams.get(&w.stream) {
             e.shared.lagging.fetch_sub(1, Ordering::AcqRel);
         }
@@ -296,33 +309,35 @@ impl Registry {
     }
 
     /// The periodic `progress_notify`: an empty response for every synced watcher that asked
-    /// for it and was sent no events since the previous tick (`active` holds those that were).
-    pub(crate) fn progress_tick(&mut self, sid: u64, active: &HashSet<i64>) {
+    /// for it and was given no events since the previous tick.
+    pub(crate) fn progress_tick(&mut self, sid: u64) {
         let Some(e) = self.streams.get(&sid) else {
             return;
         };
         for (id, uid) in &e.ids {
-            let Some(w) = self.watchers.get_mut(uid) else {
+            let Some(w) = self.watchers.get_mut(*uid) else {
                 continue;
             };
-            if w.progress_notify && w.synced && !active.contains(id) {
+            if w.progress_notify && w.synced && !w.sent {
                 w.last_seq = e.shared.push_control(progress(*id, self.published));
             }
+            w.sent = false;
         }
     }
 
     /// See [`super::WatchHub::restored`].
     pub(crate) fn restored(&mut self, published: i64) {
-        for (uid, w) in self.watchers.iter_mut() {
+        for (_, w) in self.watchers.iter_mut() {
             if !w.synced {
                 continue;
             }
             w.synced = false;
-            self.index.remove(*uid, &w.range);
             if let Some(e) = self.streams.get(&w.stream) {
                 e.shared.lagging.fetch_add(1, Ordering::AcqRel);
             }
         }
+        // Every watcher left the index: start it afresh rather than remove them one by one.
+        self.index = SyncedIndex::default();
         self.ring.clear();
         self.published = published;
         for e in self.streams.values() {
@@ -358,7 +373,7 @@ impl Registry {
     }
 
     fn deliver(&mut self, uid: u64, b: &Arc<RevBatch>, hits: &[(u64, u32)]) {
-        let Some(w) = self.watchers.get_mut(&uid) else {
+        let Some(w) = self.watchers.get_mut(uid) else {
             return;
         };
         if !w.synced || w.next > b.revision {
@@ -387,31 +402,33 @@ impl Registry {
             header_rev: b.revision,
             prev_kv: w.prev_kv,
             fragment: w.fragment,
-            parts: vec![(b.clone(), sel)],
+            parts: Parts::One(b.clone(), sel),
         };
         match e.shared.try_push_event(d) {
             Some(seq) => {
                 w.last_seq = seq;
                 w.next = b.revision + 1;
+                w.sent = true;
             }
             None => {
                 w.synced = false;
                 w.next = b.revision;
-                self.index.remove(uid, &w.range);
                 e.shared.lagging.fetch_add(1, Ordering::AcqRel);
+                let moved = self.index.remove(uid, &w.range, w.at);
+                self.moved(moved);
             }
         }
     }
 
     fn make_synced(&mut self, uid: u64) {
-        let Some(w) = self.watchers.get_mut(&uid) else {
+        let Some(w) = self.watchers.get_mut(uid) else {
             return;
         };
         if w.synced {
             return;
         }
         w.synced = true;
-        self.index.insert(uid, &w.range);
+        w.at = self.index.insert(uid, &w.range);
         if let Some(e) = self.streams.get(&w.stream) {
             e.shared.lagging.fetch_sub(1, Ordering::AcqRel);
         }
@@ -445,7 +462,7 @@ impl Registry {
         let lagging: Vec<(u64, i64, bool)> = e
             .ids
             .values()
-            .filter_map(|uid| self.watchers.get(uid).map(|w| (*uid, w)))
+            .filter_map(|&uid| self.watchers.get(uid).map(|w| (uid, w)))
             .filter(|(_, w)| !w.synced && w.last_seq < popped)
             .map(|(uid, w)| (uid, w.next, w.prev_kv))
             .collect();
@@ -510,7 +527,7 @@ impl Registry {
     ) -> Vec<Item> {
         let mut out = Vec::new();
         for &(uid, next) in &plan.watchers {
-            match self.watchers.get(&uid) {
+            match self.watchers.get(uid) {
                 Some(w) if !w.synced && w.next == next && w.stream == sid => {}
                 _ => continue,
             }
@@ -518,7 +535,7 @@ impl Registry {
                 out.extend(self.compacted_cancel(uid, c).map(Item::Control));
                 continue;
             }
-            let w = self.watchers.get_mut(&uid).expect("checked above");
+            let w = self.watchers.get_mut(uid).expect("checked above");
             let parts: Vec<(Arc<RevBatch>, Sel)> = batches
                 .iter()
                 .filter(|b| b.revision >= next && b.revision <= plan.to)
@@ -530,8 +547,9 @@ impl Registry {
                     header_rev: plan.published,
                     prev_kv: w.prev_kv,
                     fragment: w.fragment,
-                    parts,
+                    parts: Parts::from_vec(parts),
                 }));
+                w.sent = true;
             }
             w.next = plan.to + 1;
             if w.next > self.published {

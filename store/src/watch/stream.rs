@@ -11,7 +11,7 @@
 //! Dropping the sending side (the client went away) removes every watcher of the stream.
 //! A client that only half-closes (ends its requests) keeps its watchers, as with etcd.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,8 +77,8 @@ pub(crate) struct WatchStream {
     fragment_limit: usize,
     pending: VecDeque<Frame>,
     since_catch_up: usize,
-    /// Watch IDs sent events since the last progress tick.
-    active: HashSet<i64>,
+    /// Items taken from the queue, waiting to be rendered (kept to reuse its allocation).
+    taken: Vec<Item>,
     tick: Option<Interval>,
     done: bool,
 }
@@ -106,7 +106,7 @@ pub(crate) fn open(
         fragment_limit,
         pending: VecDeque::new(),
         since_catch_up: 0,
-        active: HashSet::new(),
+        taken: Vec::new(),
         tick: None,
         done: false,
     };
@@ -143,18 +143,29 @@ impl WatchStream {
                     }
                 }
             }
-            if let Some(item) = self.shared.pop() {
-                self.since_catch_up += 1;
-                self.render(item);
+            // While watchers lag, take no more than the catch-up cadence allows.
+            let max = if self.shared.is_lagging() {
+                CATCH_UP_EVERY.saturating_sub(self.since_catch_up)
+            } else {
+                CATCH_UP_EVERY
+            };
+            let mut taken = std::mem::take(&mut self.taken);
+            let n = self.shared.pop_many(max, &mut taken);
+            if n > 0 {
+                self.since_catch_up += n;
+                for item in taken.drain(..) {
+                    self.render(item);
+                }
+                self.taken = taken;
                 continue;
             }
+            self.taken = taken;
             let interval = self.hub.cfg.progress_interval;
             let tick = self.tick.get_or_insert_with(|| progress_ticker(interval));
             tokio::select! {
                 _ = self.shared.woken() => {}
                 _ = tick.tick() => {
-                    self.hub.reg.lock().progress_tick(self.sid, &self.active);
-                    self.active.clear();
+                    self.hub.reg.lock().progress_tick(self.sid);
                 }
             }
         }
@@ -176,10 +187,13 @@ impl WatchStream {
                 self.pending.push_back(Frame::control(r));
             }
             Item::Events(d) => {
-                self.active.insert(d.watch_id);
                 let compacted = self.hub.mvcc.compacted_revision();
-                self.pending
-                    .extend(d.into_frames(&self.header, self.fragment_limit, compacted));
+                d.push_frames(
+                    &self.header,
+                    self.fragment_limit,
+                    compacted,
+                    &mut self.pending,
+                );
             }
         }
     }

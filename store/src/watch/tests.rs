@@ -545,7 +545,7 @@ async fn fan_out_shares_one_encoding_and_stream_end_removes_watchers() {
     let mut ptrs = std::collections::HashSet::new();
     for _ in 0..10 {
         let f = s.next().await.unwrap().unwrap();
-        ptrs.insert(f.events[0].as_ptr());
+        ptrs.insert(f.events()[0].as_ptr());
     }
     assert_eq!(ptrs.len(), 1, "ten watchers, one encoded event");
     drop(s);

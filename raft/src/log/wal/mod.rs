@@ -177,15 +177,28 @@ impl Wal {
     /// Appends `records` as one batch (one `write`), starting a new segment first if this one
     /// is full. Returns the batch's sequence number and the segment it went to. Not durable
     /// until a `sync_point` taken afterwards has been fsynced.
+    #[cfg(test)]
     pub(crate) fn write(&mut self, records: &[Record]) -> io::Result<(u64, u64)> {
-        let mut buf = Vec::new();
-        for r in records {
-            encode_frame(r, &mut buf);
-        }
-        if !self.fresh && self.len + buf.len() as u64 > self.segment_bytes {
+        let buf = encode_batch(records);
+        self.write_encoded(&buf, records)
+    }
+
+    /// Whether a batch of `len` encoded bytes starts a new segment (which fsyncs and creates
+    /// files, so the caller moves it off the async executor).
+    pub(crate) fn rolls(&self, len: usize) -> bool {
+        !self.fresh && self.len + len as u64 > self.segment_bytes
+    }
+
+    /// [`Wal::write`] of a batch [`encode_batch`] encoded.
+    pub(crate) fn write_encoded(
+        &mut self,
+        buf: &[u8],
+        records: &[Record],
+    ) -> io::Result<(u64, u64)> {
+        if self.rolls(buf.len()) {
             self.roll()?;
         }
-        (&*self.file).write_all(&buf)?;
+        (&*self.file).write_all(buf)?;
         self.len += buf.len() as u64;
         self.fresh = false;
         self.seq += 1;
@@ -387,6 +400,15 @@ fn frame_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), Damage> {
         return Err(Damage::BadPayload { end });
     }
     Ok((payload, end))
+}
+
+/// The bytes of one batch: its records' frames, back to back.
+pub(crate) fn encode_batch(records: &[Record]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for r in records {
+        encode_frame(r, &mut buf);
+    }
+    buf
 }
 
 fn encode_frame(rec: &Record, out: &mut Vec<u8>) {

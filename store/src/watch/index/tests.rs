@@ -6,9 +6,37 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
-fn matching(ix: &SyncedIndex, key: &[u8]) -> Vec<u64> {
+/// The index with the positions its callers keep, as the hub keeps them in its watchers.
+#[derive(Default)]
+struct Tracked {
+    ix: SyncedIndex,
+    at: HashMap<u64, u32>,
+}
+
+impl Tracked {
+    fn insert(&mut self, uid: u64, r: &KeyRange) {
+        let at = self.ix.insert(uid, r);
+        self.at.insert(uid, at);
+    }
+
+    /// Removes `uid` as a caller that may hold a stale position would: a uid removed
+    /// already is looked up at the position it last had.
+    fn remove(&mut self, uid: u64, r: &KeyRange) {
+        let at = self.at.get(&uid).copied().unwrap_or(0);
+        if let Some((moved, to)) = self.ix.remove(uid, r, at) {
+            self.at.insert(moved, to);
+        }
+        self.at.remove(&uid);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ix.is_empty()
+    }
+}
+
+fn matching(ix: &Tracked, key: &[u8]) -> Vec<u64> {
     let mut v = vec![];
-    ix.for_each_matching(key, |u| v.push(u));
+    ix.ix.for_each_matching(key, |u| v.push(u));
     v.sort();
     v
 }
@@ -27,7 +55,7 @@ fn request_conventions_match_etcd() {
 
 #[test]
 fn index_finds_exact_prefix_and_open_ranges() {
-    let mut ix = SyncedIndex::default();
+    let mut ix = Tracked::default();
     let one = KeyRange::from_request(b"foo", b"").unwrap();
     let pre = KeyRange::from_request(b"fo", b"fp").unwrap();
     let all = KeyRange::from_request(b"", b"\0").unwrap();
@@ -52,7 +80,7 @@ fn index_finds_exact_prefix_and_open_ranges() {
 
 #[test]
 fn removing_from_a_large_group_keeps_the_rest() {
-    let mut ix = SyncedIndex::default();
+    let mut ix = Tracked::default();
     let pre = KeyRange::from_request(b"/registry/pods/", b"/registry/pods0").unwrap();
     for u in 0..1000 {
         ix.insert(u, &pre);
@@ -60,11 +88,13 @@ fn removing_from_a_large_group_keeps_the_rest() {
     for u in (0..1000).filter(|u| u % 3 == 0) {
         ix.remove(u, &pre);
     }
-    ix.remove(0, &pre); // gone already: a no-op
+    // Gone already, at a position another watcher now holds: a no-op.
+    assert_eq!(ix.ix.remove(0, &pre, 0), None);
+    assert_eq!(ix.ix.remove(3, &pre, 1), None);
     let want: Vec<u64> = (0..1000).filter(|u| u % 3 != 0).collect();
     assert_eq!(matching(&ix, b"/registry/pods/a"), want);
-    assert_eq!(ix.slot.len(), want.len());
-    assert_eq!(ix.ranges.len(), 1);
+    assert_eq!(ix.at.len(), want.len());
+    assert_eq!(ix.ix.ranges.len(), 1);
 }
 
 /// etcd's prefix end (clientv3 `GetPrefixRangeEnd`): the last byte below 0xff incremented and
@@ -113,7 +143,7 @@ fn random_range(rng: &mut StdRng) -> Option<KeyRange> {
 fn index_agrees_with_a_linear_scan_under_random_churn() {
     for seed in 0..20 {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut ix = SyncedIndex::default();
+        let mut ix = Tracked::default();
         let mut live: Vec<(u64, KeyRange)> = Vec::new();
         let mut next_uid = 0;
         for step in 0..1500 {
@@ -134,7 +164,7 @@ fn index_agrees_with_a_linear_scan_under_random_churn() {
                 ix.remove(uid, &r);
             }
             if step % 25 == 0 {
-                ix.ranges.check();
+                ix.ix.ranges.check();
                 for _ in 0..30 {
                     let key = random_key(&mut rng);
                     let mut want: Vec<u64> = live
@@ -154,6 +184,6 @@ fn index_agrees_with_a_linear_scan_under_random_churn() {
         for (uid, r) in live.drain(..) {
             ix.remove(uid, &r);
         }
-        assert!(ix.is_empty() && ix.slot.is_empty(), "seed {seed}");
+        assert!(ix.is_empty() && ix.at.is_empty(), "seed {seed}");
     }
 }
