@@ -89,9 +89,80 @@ impl KeyRange {
 /// more per idle watcher than the watcher itself).
 #[derive(Default)]
 pub(crate) struct SyncedIndex {
-    exact: HashMap<Bytes, Vec<u64>>,
+    exact: HashMap<Bytes, Group>,
     /// One node per distinct range: the uids watching exactly that range.
-    ranges: IntervalTree<Vec<u64>>,
+    ranges: IntervalTree<Group>,
+}
+
+/// The uids watching one key or range. Most keys have one watcher (a Kubernetes object's
+/// own key, an idle-watcher benchmark's), so one is held inline: a group costs no allocation
+/// of its own until a second watcher joins.
+#[derive(Debug, Default)]
+pub(crate) enum Group {
+    #[default]
+    Empty,
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Group {
+    /// Adds `uid`; returns its position.
+    fn push(&mut self, uid: u64) -> u32 {
+        match self {
+            Group::Empty => {
+                *self = Group::One(uid);
+                0
+            }
+            Group::One(first) => {
+                *self = Group::Many(vec![*first, uid]);
+                1
+            }
+            Group::Many(v) => {
+                v.push(uid);
+                (v.len() - 1) as u32
+            }
+        }
+    }
+
+    fn get(&self, at: u32) -> Option<u64> {
+        match self {
+            Group::Empty => None,
+            Group::One(u) => (at == 0).then_some(*u),
+            Group::Many(v) => v.get(at as usize).copied(),
+        }
+    }
+
+    /// Removes the uid at `at` (which must exist), moving the last one there; returns the
+    /// moved uid, if any.
+    fn swap_remove(&mut self, at: u32) -> Option<u64> {
+        match self {
+            Group::Empty => None,
+            Group::One(_) => {
+                *self = Group::Empty;
+                None
+            }
+            Group::Many(v) => {
+                v.swap_remove(at as usize);
+                v.get(at as usize).copied()
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Group::Empty => true,
+            Group::One(_) => false,
+            Group::Many(v) => v.is_empty(),
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(u64)) {
+        match self {
+            Group::Empty => {}
+            Group::One(u) => f(*u),
+            Group::Many(v) => v.iter().for_each(|&u| f(u)),
+        }
+    }
 }
 
 /// A watcher that `remove` moved within its group, and its new position.
@@ -102,10 +173,9 @@ impl SyncedIndex {
     pub(crate) fn insert(&mut self, uid: u64, r: &KeyRange) -> u32 {
         let group = match r.tree_end() {
             None => self.exact.entry(r.key.clone()).or_default(),
-            Some(end) => self.ranges.get_or_insert_with(&r.key, &end, Vec::new),
+            Some(end) => self.ranges.get_or_insert_with(&r.key, &end, Group::default),
         };
-        group.push(uid);
-        (group.len() - 1) as u32
+        group.push(uid)
     }
 
     /// Removes `uid`, which `insert` put at position `at` of the group of `r` (or which a
@@ -118,12 +188,10 @@ impl SyncedIndex {
             None => self.exact.get_mut(&r.key),
             Some(end) => self.ranges.get_mut(&r.key, end),
         }?;
-        let at = at as usize;
-        if group.get(at) != Some(&uid) {
+        if group.get(at) != Some(uid) {
             return None;
         }
-        group.swap_remove(at);
-        let moved = group.get(at).map(|&m| (m, at as u32));
+        let moved = group.swap_remove(at).map(|m| (m, at));
         if group.is_empty() {
             match &end {
                 None => {
@@ -139,11 +207,10 @@ impl SyncedIndex {
 
     /// Calls `f` with every synced watcher whose range contains `key`.
     pub(crate) fn for_each_matching(&self, key: &[u8], mut f: impl FnMut(u64)) {
-        if let Some(v) = self.exact.get(key) {
-            v.iter().for_each(|&u| f(u));
+        if let Some(g) = self.exact.get(key) {
+            g.for_each(&mut f);
         }
-        self.ranges
-            .for_each_containing(key, |v| v.iter().for_each(|&u| f(u)));
+        self.ranges.for_each_containing(key, |g| g.for_each(&mut f));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
