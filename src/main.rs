@@ -1,17 +1,19 @@
 //! `keelson`: the one CLI. It parses flags and wires the crates together; nothing else.
 //!
 //! `keelson store` takes etcd's own flag names and `ETCD_*` environment variables, so an
-//! etcd member's command line or unit file works unchanged. `keelson up` runs one or three
-//! members in one process on 127.0.0.1, each exactly as `keelson store` with the flags it
-//! derives. Both stop on Ctrl-C (SIGINT) or SIGTERM.
+//! etcd member's command line or unit file works unchanged; `keelson apiserver` takes
+//! kube-apiserver's. `keelson up` (`up.rs`) runs one or three members in one process on
+//! 127.0.0.1, each exactly as `keelson store` with the flags it derives, and the apiserver on
+//! them. All stop on Ctrl-C (SIGINT) or SIGTERM.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use keelson_store::{CompactionMode, Store, StoreConfig};
+
+mod up;
 
 /// mimalloc rather than glibc's malloc: see the note on the dependency in Cargo.toml.
 #[global_allocator]
@@ -32,8 +34,9 @@ struct Cli {
 enum Cmd {
     /// Run a store member (etcd v3 API), with etcd's flags.
     Store(Box<StoreArgs>),
-    /// Run 1 or 3 store members in this one process, on 127.0.0.1 (a local cluster).
-    Up(UpArgs),
+    /// Run a local cluster in this one process, on 127.0.0.1: 1 or 3 store members and the
+    /// apiserver on them.
+    Up(up::UpArgs),
     /// Run the Kubernetes API server on an etcd v3 API (`keelson store` or etcd).
     Apiserver(ApiserverArgs),
 }
@@ -53,21 +56,47 @@ struct ApiserverArgs {
     /// Where the certificates and admin.kubeconfig are kept.
     #[arg(long, default_value = "./keelson-apiserver")]
     data_dir: PathBuf,
+    /// The interval of compaction requests (a Go duration: 5m0s, 30s, 500ms). If 0, the
+    /// compaction request from the apiserver is disabled.
+    #[arg(long, default_value = "5m0s", value_parser = parse_go_duration)]
+    etcd_compaction_interval: Duration,
 }
 
-/// `keelson up`: member i is `m<i>` with data dir `DIR/m<i>`, client port `N + 10 i` and peer
-/// port one above its client port.
-#[derive(Args)]
-struct UpArgs {
-    /// How many store members to run (1 or 3).
-    #[arg(long, default_value_t = 1, value_parser = PossibleValuesParser::new(["1", "3"]).map(|s| s.parse::<u16>().unwrap()))]
-    store_members: u16,
-    /// Where the members keep their data (one directory per member inside it).
-    #[arg(long, default_value = "./keelson-up")]
-    data_dir: PathBuf,
-    /// The first member's client port; the others' are 10 and 20 above it.
-    #[arg(long, default_value_t = 2379)]
-    client_port: u16,
+/// A Go `time.Duration` string as kube-apiserver's flags take it: `0`, or a sequence of
+/// decimal numbers each with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), as in `1h30m`
+/// or `1.5s`. Negative durations are refused.
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (examples: 5m0s, 30s, 500ms, 0)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
 }
 
 #[derive(Args)]
@@ -383,101 +412,6 @@ async fn stop_requested() {
     }
 }
 
-impl UpArgs {
-    /// The `keelson store` flags of each member.
-    fn members(&self) -> anyhow::Result<Vec<StoreArgs>> {
-        let n = self.store_members;
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|i| {
-                let client = self
-                    .client_port
-                    .checked_add(10 * i)
-                    .and_then(|c| c.checked_add(1).map(|p| (c, p)))
-                    .context("--client-port too high for the members' ports")?;
-                Ok(client)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let cluster = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let client = format!("http://127.0.0.1:{client}");
-                let peer = format!("http://127.0.0.1:{peer}");
-                let dir = self.data_dir.join(format!("m{i}"));
-                let argv: Vec<std::ffi::OsString> = vec![
-                    "keelson".into(),
-                    "store".into(),
-                    "--name".into(),
-                    format!("m{i}").into(),
-                    "--data-dir".into(),
-                    dir.into_os_string(),
-                    "--listen-client-urls".into(),
-                    client.clone().into(),
-                    "--advertise-client-urls".into(),
-                    client.into(),
-                    "--listen-peer-urls".into(),
-                    peer.clone().into(),
-                    "--initial-advertise-peer-urls".into(),
-                    peer.into(),
-                    "--initial-cluster".into(),
-                    cluster.clone().into(),
-                ];
-                // The same parser as `keelson store`, so every other flag keeps its default.
-                match Cli::try_parse_from(argv)?.cmd {
-                    Cmd::Store(args) => Ok(*args),
-                    _ => unreachable!("parsed a store command line"),
-                }
-            })
-            .collect()
-    }
-
-    /// Runs the members concurrently until Ctrl-C or SIGTERM (or until one of them fails,
-    /// which stops the others).
-    async fn run(self) -> anyhow::Result<()> {
-        let members = self.members()?;
-        let endpoints: Vec<String> = members
-            .iter()
-            .map(|m| m.advertise_client_urls.join(","))
-            .collect();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut running = tokio::task::JoinSet::new();
-        for args in members {
-            let mut stopped = stopped.clone();
-            running.spawn(run_store(args, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
-        }
-        println!(
-            "{} store member(s) up; data in {}\netcdctl --endpoints {} endpoint status --cluster -w table",
-            endpoints.len(),
-            self.data_dir.display(),
-            endpoints.join(",")
-        );
-        let signal = tokio::spawn(stop_requested());
-        let mut result = Ok(());
-        tokio::select! {
-            _ = signal => {}
-            Some(done) = running.join_next() => {
-                result = done.context("a member panicked").and_then(|r| r);
-            }
-        }
-        let _ = stop.send(true);
-        while let Some(done) = running.join_next().await {
-            let r = done.context("a member panicked").and_then(|r| r);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -501,9 +435,31 @@ async fn main() -> anyhow::Result<()> {
                 secure_port: a.secure_port,
                 bind_address: a.bind_address,
                 data_dir: a.data_dir,
+                compaction_interval: a.etcd_compaction_interval,
             };
             keelson_apiserver::run(cfg, stop_requested()).await?
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations_parse_as_kube_apiserver_reads_them() {
+        let ok = |s: &str| parse_go_duration(s).unwrap();
+        assert_eq!(ok("5m0s"), Duration::from_secs(300));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("250us"), Duration::from_micros(250));
+        for bad in ["", "5", "5x", "-1s", "m", "1.2.3s", "s5"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

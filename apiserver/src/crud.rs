@@ -22,6 +22,7 @@ use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::Body;
 use crate::table::{self, Include};
+use crate::validation;
 use crate::watch;
 
 /// Upstream's default watch length is a random 30–60 minutes (`MinRequestTimeout` 1800 s).
@@ -68,17 +69,20 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
             if def.namespaced && ns.is_none() {
                 return Err(Error::MethodNotAllowed);
             }
-            let mut obj = parse_body(&call)?;
+            let (mut obj, warnings) = parse_body(def, &call, "CreateOptions")?;
             object::prepare_create(def, &mut obj, ns)?;
             if call.query.get("dryRun").is_some() {
-                return Ok(json_reply(201, &obj));
+                return Ok(validation::with_warnings(json_reply(201, &obj), &warnings));
             }
             let created = state.registry.create(def, obj).await?;
-            Ok(json_reply(201, &created))
+            Ok(validation::with_warnings(
+                json_reply(201, &created),
+                &warnings,
+            ))
         }
         (&Method::PUT, Some(name)) => {
             allowed("update")?;
-            let body = parse_body(&call)?;
+            let (body, warnings) = parse_body(def, &call, "UpdateOptions")?;
             check_name(&body, name)?;
             let precondition = parse_rv(object::meta_str(&body, "resourceVersion"))?;
             let updated = state
@@ -89,15 +93,31 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
                     Ok(new)
                 })
                 .await?;
-            Ok(json_reply(200, &updated))
+            Ok(validation::with_warnings(
+                json_reply(200, &updated),
+                &warnings,
+            ))
         }
         (&Method::PATCH, Some(name)) => {
             allowed("patch")?;
             let ty = PatchType::from_content_type(call.content_type.as_deref())?;
+            let directive =
+                validation::Directive::parse(call.query.get("fieldValidation"), "PatchOptions")?;
+            let body_errors = validation::patch_body_errors(ty, &call.body, directive)?;
+            let warnings = std::sync::Mutex::new(Vec::new());
             let updated = state
                 .registry
                 .update_with(def, ns, name, None, |old| {
-                    let mut new = patch::apply(ty, old, &call.body)?;
+                    let new = patch::apply(ty, old, &call.body)?;
+                    let (mut new, w) = validation::check_patched(
+                        def,
+                        directive,
+                        ty,
+                        &call.body,
+                        new,
+                        &body_errors,
+                    )?;
+                    *warnings.lock().unwrap_or_else(|e| e.into_inner()) = w;
                     check_name(&new, name)?;
                     if new["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
                         return Err(Error::stale(&def.group_resource(), name));
@@ -106,7 +126,11 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
                     Ok(new)
                 })
                 .await?;
-            Ok(json_reply(200, &updated))
+            let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+            Ok(validation::with_warnings(
+                json_reply(200, &updated),
+                &warnings,
+            ))
         }
         (&Method::DELETE, Some(name)) => {
             allowed("delete")?;
@@ -158,10 +182,13 @@ fn include(call: &Call) -> Include {
     Include::parse(call.query.get("includeObject"))
 }
 
-fn parse_body(call: &Call) -> Result<Value> {
+/// The request's object, with the warnings field validation found (`crate::validation`;
+/// `options` names the verb's options kind in a bad `fieldValidation`'s error).
+fn parse_body(def: &ResourceDef, call: &Call, options: &str) -> Result<(Value, Vec<String>)> {
+    let directive = validation::Directive::parse(call.query.get("fieldValidation"), options)?;
     let media = call.content_type.as_deref().unwrap_or("application/json");
     if protobuf::is_protobuf(media) {
-        return protobuf::decode(&call.body);
+        return Ok((protobuf::decode(&call.body)?, Vec::new()));
     }
     let media = media.split(';').next().unwrap_or("").trim();
     if media != "application/json" && !media.is_empty() {
@@ -170,8 +197,7 @@ fn parse_body(call: &Call) -> Result<Value> {
             protobuf::MEDIA_TYPE
         )));
     }
-    serde_json::from_slice(&call.body)
-        .map_err(|e| Error::BadRequest(format!("the object provided is not valid JSON: {e}")))
+    validation::decode_object(def, &call.body, directive)
 }
 
 fn check_name(body: &Value, url_name: &str) -> Result<()> {
@@ -204,6 +230,7 @@ fn list_options(def: &ResourceDef, call: &Call) -> Result<ListOptions> {
         continue_token: q.get("continue").map(str::to_string),
         labels: LabelSelector::parse(q.get("labelSelector"))?,
         fields: FieldSelector::parse(def, q.get("fieldSelector"))?,
+        node_name: crate::cache::exact_node_name(def, q.get("fieldSelector")),
     })
 }
 
@@ -296,6 +323,7 @@ fn watch(
         timeout,
         labels: LabelSelector::parse(q.get("labelSelector"))?,
         fields: FieldSelector::parse(def, q.get("fieldSelector"))?,
+        node_name: crate::cache::exact_node_name(def, q.get("fieldSelector")),
         table: match call.wants {
             Wants::Table(av) => Some(av),
             _ => None,

@@ -10,6 +10,8 @@
 //!   revision); an object's resourceVersion is its `mod_revision`.
 //! - Connections are lazy and shared (one HTTP/2 channel balanced over `--etcd-servers`), so
 //!   the apiserver starts while the store is still coming up and recovers when it returns.
+//!   Only the version check (`server_versions`, which decides whether the watch cache may
+//!   trust progress responses) dials each server on its own.
 
 use std::time::Duration;
 
@@ -17,10 +19,12 @@ use bytes::Bytes;
 use keelson_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     kv_client::KvClient,
+    maintenance_client::MaintenanceClient,
     request_op::Request,
     response_op::Response,
     watch_client::WatchClient,
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest,
+    TxnRequest,
 };
 use keelson_proto::mvccpb::KeyValue;
 use tonic::transport::{Channel, Endpoint};
@@ -65,6 +69,8 @@ pub(crate) enum Written {
 #[derive(Clone)]
 pub(crate) struct Etcd {
     channel: Channel,
+    /// Each server on its own, for per-member questions (versions).
+    endpoints: Vec<Endpoint>,
 }
 
 impl Etcd {
@@ -91,11 +97,12 @@ impl Etcd {
             return Err(Error::Internal("no --etcd-servers given".into()));
         }
         Ok(Etcd {
-            channel: Channel::balance_list(endpoints.into_iter()),
+            channel: Channel::balance_list(endpoints.clone().into_iter()),
+            endpoints,
         })
     }
 
-    fn kv(&self) -> KvClient<Channel> {
+    pub(crate) fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
     }
 
@@ -151,6 +158,39 @@ impl Etcd {
             .await?
             .into_inner();
         Ok(r.header.map(|h| h.revision).unwrap_or(0))
+    }
+
+    /// Whether the store has compacted `revision` away (a read at it fails with etcd's
+    /// `ErrCompacted`); a revision in the future is not compacted.
+    pub(crate) async fn compacted(&self, revision: i64) -> Result<bool> {
+        let r = self
+            .kv()
+            .range(RangeRequest {
+                key: Bytes::from_static(b"/registry/health"),
+                count_only: true,
+                revision,
+                ..Default::default()
+            })
+            .await;
+        match r.map_err(ReadError::from) {
+            Ok(_) | Err(ReadError::Future) => Ok(false),
+            Err(ReadError::Compacted) => Ok(true),
+            Err(ReadError::Other(e)) => Err(e),
+        }
+    }
+
+    /// The version every server reports in `Status` (connecting to each one).
+    pub(crate) async fn server_versions(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for ep in &self.endpoints {
+            let channel = ep.connect().await?;
+            let status = MaintenanceClient::new(channel)
+                .status(StatusRequest {})
+                .await?
+                .into_inner();
+            out.push(status.version);
+        }
+        Ok(out)
     }
 
     /// Writes `value` at `key` if its mod_revision is `expect` (0: the key must not exist).

@@ -138,12 +138,19 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         Route::Resources { group, version } => {
             Ok(json_reply(200, &discovery::resource_list(&group, &version)))
         }
-        Route::Resource(r) => crate::crud::serve(state, r, call).await,
-        Route::OpenApiIndex => Ok(json_reply(200, &crate::openapi::index())),
-        Route::OpenApiDocument(gv) => {
-            let doc = crate::openapi::document(&gv).ok_or(Error::RouteNotFound)?;
-            Ok(json_reply(200, &doc))
+        // Probed on every request, never stored.
+        Route::Resource(r) if r.def.group.is_empty() && r.def.resource == "componentstatuses" => {
+            crate::componentstatus::serve(state, r, call).await
         }
+        Route::Resource(r) => crate::crud::serve(state, r, call).await,
+        Route::OpenApiIndex => Ok(crate::openapi::serve_index(if_none_match.as_deref())),
+        Route::OpenApiDocument(gv) => {
+            crate::openapi::serve_document(&gv, call.query.get("hash"), if_none_match.as_deref())
+        }
+        Route::OpenApiV2 => Ok(crate::openapi::serve_v2(
+            accept.as_deref(),
+            if_none_match.as_deref(),
+        )),
     }
 }
 
@@ -174,7 +181,7 @@ fn version() -> Value {
 }
 
 /// `/healthz`, `/livez`, `/readyz`: "ok", or the per-check lines with `?verbose`. Readiness
-/// needs the store reachable and the default namespaces in place.
+/// needs the store reachable, the default namespaces in place and every watch cache listed.
 async fn health(state: &State, which: &str, verbose: bool) -> Result<Response<Body>> {
     let mut checks: Vec<(&str, bool)> = vec![("ping", true)];
     if which != "livez" {
@@ -191,6 +198,8 @@ async fn health(state: &State, which: &str, verbose: bool) -> Result<Response<Bo
             "poststarthook/bootstrap-namespaces",
             state.bootstrapped.load(Ordering::Acquire),
         ));
+        // Every resource's watch cache has listed (upstream's storage readiness check).
+        checks.push(("watch-cache", state.registry.cache.ready()));
     }
     let ok = checks.iter().all(|(_, ok)| *ok);
     let mut text = String::new();

@@ -10,7 +10,13 @@
 //! (server-owned metadata, validation, defaults) → `registry` (resourceVersion rules,
 //! optimistic concurrency) → `etcd` (guarded Txns, ranges, watches). `resources` is the one
 //! table of served kinds that discovery, routing, keys and printing all read; `keys` is the
-//! one place that formats storage keys and continue tokens.
+//! one place that formats storage keys and continue tokens. `componentstatuses` is the one
+//! kind not stored: `handlers` sends it to `componentstatus`, which probes on every request.
+//! Reads and watches pass through `cache`, one watch cache per resource fed by one store
+//! watch each, wherever upstream's resourceVersion rules let the cache answer. `openapi`
+//! holds every served kind's schema (and serves `/openapi/v2` and `/openapi/v3`);
+//! `validation` walks create, update and patch bodies against those schemas for
+//! `fieldValidation` (unknown and duplicate fields).
 //!
 //! ## Invariants
 //! - Objects live at `/registry/<resource>/[<namespace>/]<name>` as JSON without
@@ -20,15 +26,23 @@
 //!   read-modify-write without a guard.
 //! - Every failure reaches the client as a Kubernetes `Status` with upstream's reason, code
 //!   and message (`error::Error::status`), converted in exactly one place.
-//! - The apiserver keeps no state of its own besides certificates: any number of them may
-//!   run against one store.
+//! - The apiserver keeps no durable state of its own besides certificates: any number of
+//!   them may run against one store. Its watch caches only mirror the store, and a read
+//!   from a cache is never older than the same read from the store may be.
+//! - The store's history is compacted once per `compaction_interval`, by whichever of the
+//!   apiservers sharing the store wins that interval's Txn on `compact_rev_key`
+//!   (`compaction`), as kube-apiserver does.
 //!
 //! ## Not yet here (issue 6 continues)
-//! OpenAPI schemas (the documents list operations only), the watch cache,
-//! strategic merge and server-side apply, scale and other special subresources, per-kind
-//! validation and most defaulting, authentication beyond the client certificate handshake,
-//! admission, and compaction of the store.
+//! Strategic merge (keyed list merges; the patch metadata is in the OpenAPI schemas) and
+//! server-side apply, scale and other special subresources, per-kind validation (type
+//! mismatches included: field validation finds only unknown and duplicate fields) and most
+//! defaulting, `/openapi/v2` in protobuf, authentication beyond the client certificate
+//! handshake, admission.
 
+mod cache;
+mod compaction;
+mod componentstatus;
 mod crud;
 mod discovery;
 mod error;
@@ -47,6 +61,7 @@ mod selectors;
 mod server;
 mod table;
 mod time;
+mod validation;
 mod watch;
 
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +70,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use compaction::DEFAULT_INTERVAL as DEFAULT_COMPACTION_INTERVAL;
 pub use error::Error;
 
 /// `keelson apiserver`'s flags.
@@ -67,6 +83,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// Where the certificates and `admin.kubeconfig` live.
     pub data_dir: PathBuf,
+    /// How often the store's history is compacted (`--etcd-compaction-interval`; zero:
+    /// never). See `compaction`.
+    pub compaction_interval: Duration,
 }
 
 /// A running apiserver.
@@ -75,6 +94,9 @@ pub struct Apiserver {
     kubeconfig: PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    /// Turns true once the default namespaces are in place (`/readyz` passes).
+    ready: tokio::sync::watch::Receiver<bool>,
+    compactor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Apiserver {
@@ -106,10 +128,13 @@ impl Apiserver {
             cfg.bind_address,
             &format!("https://{address}"),
         )?;
-        let registry = registry::Registry {
-            etcd: etcd::Etcd::new(&cfg.etcd_servers)?,
-        };
+        let registry = registry::Registry::new(etcd::Etcd::new(&cfg.etcd_servers)?);
         let (stop_watches, watches_stopped) = tokio::sync::watch::channel(false);
+        let compactor = compaction::start(
+            registry.etcd.clone(),
+            cfg.compaction_interval,
+            watches_stopped.clone(),
+        );
         let state = Arc::new(handlers::State {
             registry: registry.clone(),
             shutdown: watches_stopped.clone(),
@@ -119,9 +144,10 @@ impl Apiserver {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let boot_state = state.clone();
         let mut boot_stop = watches_stopped;
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             tokio::select! {
-                _ = bootstrap(&boot_state) => {}
+                _ = bootstrap(&boot_state) => { let _ = ready_tx.send(true); }
                 _ = async { let _ = boot_stop.wait_for(|s| *s).await; } => {}
             }
         });
@@ -143,6 +169,8 @@ impl Apiserver {
             kubeconfig: pki.kubeconfig,
             stop,
             task,
+            ready,
+            compactor,
         })
     }
 
@@ -155,10 +183,23 @@ impl Apiserver {
         &self.kubeconfig
     }
 
-    /// Stops accepting, ends watches, and waits for in-flight requests (bounded).
+    /// Resolves once the apiserver is ready (the store answered and the default namespaces
+    /// exist); never, if it stops first.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        if ready.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Stops accepting, ends watches and the compaction loop, and waits for in-flight
+    /// requests (bounded).
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        if let Some(c) = self.compactor {
+            let _ = c.await;
+        }
     }
 }
 

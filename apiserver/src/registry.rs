@@ -11,9 +11,14 @@
 //!   it; a compacted revision answers 410 Expired (with the inconsistent-continue token when
 //!   paging).
 //! - A resourceVersion newer than the store's is "Too large resource version" (504).
+//! - Reads go to the watch cache whenever upstream's rules allow (`cache::read`), and to
+//!   the store otherwise; writes always go to the store.
+
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::cache::Caches;
 use crate::error::{Cause, Error, Result};
 use crate::etcd::{Etcd, ReadError, Written};
 use crate::keys;
@@ -51,6 +56,8 @@ pub(crate) struct ListOptions {
     pub(crate) continue_token: Option<String>,
     pub(crate) labels: LabelSelector,
     pub(crate) fields: FieldSelector,
+    /// The value of an exact `spec.nodeName=` term (pods; the cache's index).
+    pub(crate) node_name: Option<String>,
 }
 
 fn list_options_invalid(causes: Vec<Cause>) -> Error {
@@ -102,6 +109,7 @@ pub(crate) struct ListPage {
 #[derive(Clone)]
 pub(crate) struct Registry {
     pub(crate) etcd: Etcd,
+    pub(crate) cache: Arc<Caches>,
 }
 
 fn key_of(def: &ResourceDef, ns: Option<&str>, name: &str) -> String {
@@ -113,7 +121,15 @@ fn too_large(requested: i64, current: i64) -> Error {
 }
 
 impl Registry {
-    /// One object. `rv`: unset or "0" read the latest; a revision demands at least that.
+    /// A registry on `etcd` with a watch cache per resource (stopped when the last clone
+    /// goes).
+    pub(crate) fn new(etcd: Etcd) -> Registry {
+        let cache = Arc::new(Caches::start(&etcd));
+        Registry { etcd, cache }
+    }
+
+    /// One object. `rv`: unset reads the latest from the store, "0" whatever the cache
+    /// has, a revision at least that.
     pub(crate) async fn get(
         &self,
         def: &ResourceDef,
@@ -122,7 +138,13 @@ impl Registry {
         rv: Option<&str>,
     ) -> Result<Value> {
         let min = parse_rv(rv)?;
-        let (kv, current) = self.etcd.get(&key_of(def, ns, name)).await?;
+        let key = key_of(def, ns, name);
+        if let Some(cacher) = self.cache.get(def) {
+            if let Some(found) = cacher.get(&self.etcd, &key, min).await? {
+                return found.ok_or_else(|| Error::not_found(&def.group_resource(), name));
+            }
+        }
+        let (kv, current) = self.etcd.get(&key).await?;
         if let Some(m) = min.filter(|m| *m > current) {
             return Err(too_large(m, current));
         }
@@ -130,8 +152,26 @@ impl Registry {
         object::decode_stored(&kv.value, kv.mod_revision)
     }
 
-    /// A page of objects under `ns` (None: all namespaces, or cluster-scoped).
+    /// A page of objects under `ns` (None: all namespaces, or cluster-scoped), from the
+    /// cache when it may answer.
     pub(crate) async fn list(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListPage> {
+        opts.validate()?;
+        if let Some(cacher) = self.cache.get(def) {
+            let prefix = keys::list_prefix(def.resource, if def.namespaced { ns } else { None });
+            if let Some(page) = cacher.list(&self.etcd, def, &prefix, opts).await? {
+                return Ok(page);
+            }
+        }
+        self.list_from_store(def, ns, opts).await
+    }
+
+    /// A page of objects read from the store.
+    pub(crate) async fn list_from_store(
         &self,
         def: &ResourceDef,
         ns: Option<&str>,

@@ -32,6 +32,8 @@ pub(crate) enum Route {
     OpenApiIndex,
     /// `/openapi/v3/<api/v1 | apis/group/version>`.
     OpenApiDocument(String),
+    /// `/openapi/v2`.
+    OpenApiV2,
 }
 
 /// A request addressed to a resource type, a collection or one object.
@@ -53,6 +55,7 @@ pub(crate) fn route(path: &str) -> Result<Route> {
         ["livez", ..] => return Ok(Route::Health("livez")),
         ["readyz", ..] => return Ok(Route::Health("readyz")),
         ["api"] => return Ok(Route::CoreVersions),
+        ["openapi", "v2"] => return Ok(Route::OpenApiV2),
         ["openapi", "v3"] => return Ok(Route::OpenApiIndex),
         ["openapi", "v3", rest @ ..] => return Ok(Route::OpenApiDocument(rest.join("/"))),
         ["apis"] => return Ok(Route::Groups),

@@ -23,6 +23,8 @@ const RW: &[&str] = &[
 const NS_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
+/// ComponentStatus: computed on request (`componentstatus`), so only read.
+const CS_VERBS: &[&str] = &["get", "list"];
 /// Verbs of a `status` subresource.
 pub(crate) const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
@@ -114,6 +116,18 @@ const NONE: &[&str] = &[];
 
 static RESOURCES: &[ResourceDef] = &[
     // core/v1
+    ResourceDef {
+        verbs: CS_VERBS,
+        ..def(
+            "",
+            "componentstatuses",
+            "componentstatus",
+            "ComponentStatus",
+            "",
+            &["cs"],
+            NONE,
+        )
+    },
     def(
         "",
         "configmaps",

@@ -1,20 +1,34 @@
-//! Watches: a stream of `{"type":…,"object":…}` lines from an etcd watch on the resource's
+//! Watches: a stream of `{"type":…,"object":…}` lines, served from the resource's watch
+//! cache (`cache`) and, where the cache cannot answer, from an etcd watch on the resource's
 //! key prefix.
 //!
-//! Invariants (reference/apiserver.md §2, upstream `etcd3/watcher.go`):
+//! Which one: the cache, once it is listed, serves watches from "0", from a revision, and
+//! with `sendInitialEvents` (after reaching the requested revision); a watch with
+//! resourceVersion unset needs the state as of now, so the cache serves it only when it can
+//! prove freshness with the store's progress responses (see `cache`), and the store does
+//! otherwise. A watch from a revision the store has compacted answers 410 even when the
+//! cache still holds that history, as the store would.
+//!
+//! Invariants (reference/apiserver.md §2, upstream `etcd3/watcher.go`, `cacher.go`):
 //! - resourceVersion unset or "0": first the current objects as ADDED (a list at the latest
 //!   revision R), then every change after R. A revision X: every change after X, nothing
 //!   synthetic. So a client that lists at R and watches from R sees each change exactly once.
 //! - With selectors, an object that starts matching is ADDED, one that stops is DELETED.
 //! - DELETED carries the object as it was, with the deletion's revision as resourceVersion.
-//! - Once the request is accepted, failures (a compacted start revision → 410 Expired) are an
-//!   ERROR event inside the 200 stream, then the stream ends.
+//! - Once the request is accepted, failures are an ERROR event inside the 200 stream, then
+//!   the stream ends: a start revision older than the cache's history is 410 "too old
+//!   resource version: X (oldest-1)" (upstream's cacher), one the store compacted is 410
+//!   "The resourceVersion for the provided watch is too old." (upstream's etcd3 watcher).
 //! - BOOKMARK events (only with `allowWatchBookmarks`) carry a revision every earlier event
-//!   is at or below: the header revision of an etcd progress response, requested every
-//!   minute. With `sendInitialEvents` the initial ADDEDs end with a bookmark annotated
-//!   `k8s.io/initial-events-end`.
+//!   is at or below: from the cache about every minute and 2 s before `timeoutSeconds`;
+//!   from the store the header revision of a progress response, requested every minute.
+//!   With `sendInitialEvents` the initial ADDEDs end with a bookmark annotated
+//!   `k8s.io/initial-events-end` carrying the revision of that initial state.
+//! - A cache watcher that falls behind (its bounded queue full past the dispatch budget) is
+//!   closed: the stream just ends and the client re-watches or re-lists, as upstream.
 //! - The stream ends at `timeoutSeconds`, when the client goes away, or at server shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +39,7 @@ use keelson_proto::mvccpb::event::EventType;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::cache::{Cacher, Entry, Event, Initial, Kind, Msg, Registration, Want};
 use crate::error::{Cause, Error, Result};
 use crate::keys;
 use crate::object;
@@ -46,6 +61,8 @@ pub(crate) struct WatchRequestSpec {
     pub(crate) timeout: Duration,
     pub(crate) labels: LabelSelector,
     pub(crate) fields: FieldSelector,
+    /// The value of an exact `spec.nodeName=` term (pods; the cache's index).
+    pub(crate) node_name: Option<String>,
     /// Some(table apiVersion) when each object is sent as a one-row Table.
     pub(crate) table: Option<&'static str>,
     pub(crate) include: Include,
@@ -105,7 +122,7 @@ pub(crate) fn start(
             spec: &spec,
         };
         tokio::select! {
-            r = run(&registry, &out) => {
+            r = serve(&registry, &out) => {
                 if let Err(e) = r {
                     let _ = out.send("ERROR", e.status()).await;
                 }
@@ -150,6 +167,141 @@ impl Out<'_> {
     fn matches(&self, obj: &Value) -> bool {
         self.spec.labels.matches(obj) && self.spec.fields.matches(self.spec.def, obj)
     }
+
+    /// `e` is in the watched namespace and passes the selectors.
+    fn passes(&self, prefix: &str, e: &Entry) -> bool {
+        e.key.starts_with(prefix) && self.matches(&e.object)
+    }
+
+    /// Sends a cached object: its shared line, or a per-watcher Table row.
+    async fn entry(&self, e: &Entry, kind: Kind) -> Result<(), ()> {
+        if self.spec.table.is_some() {
+            return self.send(kind.as_str(), e.object.clone()).await;
+        }
+        self.tx.send(e.line(kind)).await.map_err(|_| ())
+    }
+
+    /// Sends what `ev` means to this watcher (upstream `convertToWatchEvent`): ADDED when
+    /// the object starts passing the filter, MODIFIED while it passes, DELETED (the
+    /// previous state at the event's revision) when it stops.
+    async fn event(&self, prefix: &str, ev: &Event) -> Result<(), ()> {
+        let now = ev.kind != Kind::Deleted && self.passes(prefix, &ev.object);
+        let before = ev.prev.as_ref().is_some_and(|p| self.passes(prefix, p));
+        match (now, before) {
+            (true, false) => self.entry(&ev.object, Kind::Added).await,
+            (true, true) => self.entry(&ev.object, Kind::Modified).await,
+            (false, true) => self.entry(&ev.prev_at_rev(), Kind::Deleted).await,
+            (false, false) => Ok(()),
+        }
+    }
+}
+
+fn watched_prefix(spec: &WatchRequestSpec) -> String {
+    let ns = if spec.def.namespaced {
+        spec.namespace.as_deref()
+    } else {
+        None
+    };
+    keys::list_prefix(spec.def.resource, ns)
+}
+
+/// Serves the watch from the cache when it can, else from the store.
+async fn serve(registry: &Registry, out: &Out<'_>) -> Result<()> {
+    if let Some(cacher) = registry.cache.get(out.spec.def) {
+        if let Some(reg) = register(registry, cacher, out.spec).await? {
+            return run_cached(reg, out).await;
+        }
+    }
+    run(registry, out).await
+}
+
+/// Registers with the cache; None when the store must serve the watch.
+async fn register(
+    registry: &Registry,
+    cacher: &Arc<Cacher>,
+    spec: &WatchRequestSpec,
+) -> Result<Option<Registration>> {
+    if !cacher.is_ready() {
+        return Ok(None);
+    }
+    let initial = spec.send_initial_events || matches!(spec.resource_version, None | Some(0));
+    let after = match spec.resource_version {
+        None => {
+            if !cacher.reliable() {
+                return Ok(None);
+            }
+            let current = registry.etcd.current_revision().await?;
+            if cacher.wait_fresh(current).await.is_err() {
+                return Ok(None);
+            }
+            None
+        }
+        Some(0) => None,
+        Some(x) if initial => {
+            if cacher.reliable() {
+                cacher.wait_fresh(x).await?;
+            } else if cacher.revision() < x {
+                return Ok(None);
+            }
+            None
+        }
+        Some(x) => {
+            let from_history = x >= cacher.floor() && x < cacher.revision();
+            if from_history && registry.etcd.compacted(x + 1).await? {
+                return Err(Error::Expired {
+                    message: "The resourceVersion for the provided watch is too old.".into(),
+                    continue_token: None,
+                });
+            }
+            Some(x)
+        }
+    };
+    let prefix = watched_prefix(spec);
+    cacher.register(&Want {
+        prefix: &prefix,
+        node: spec.node_name.as_deref(),
+        after,
+        bookmarks: spec.allow_bookmarks,
+        deadline: tokio::time::Instant::now() + spec.timeout,
+    })
+}
+
+/// A watch served by the cache: the initial state or history, then the queue.
+async fn run_cached(mut reg: Registration, out: &Out<'_>) -> Result<()> {
+    let spec = out.spec;
+    let prefix = watched_prefix(spec);
+    match std::mem::replace(&mut reg.initial, Initial::Events(Vec::new())) {
+        Initial::Objects(objects) => {
+            for e in objects.iter().filter(|e| out.passes(&prefix, e)) {
+                if out.entry(e, Kind::Added).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Initial::Events(events) => {
+            for ev in &events {
+                if out.event(&prefix, ev).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if spec.send_initial_events && out.bookmark(reg.snapshot_rev, true).await.is_err() {
+        return Ok(());
+    }
+    while let Some(msg) = reg.rx.recv().await {
+        let sent = match msg {
+            Msg::Event(ev) if ev.rev > reg.from_rev => out.event(&prefix, &ev).await,
+            Msg::Event(_) => Ok(()),
+            Msg::Bookmark(rev) if spec.allow_bookmarks => out.bookmark(rev, false).await,
+            Msg::Bookmark(_) => Ok(()),
+        };
+        if sent.is_err() {
+            return Ok(());
+        }
+    }
+    // Closed: the watcher fell behind or the cache is relisting; the client starts over.
+    Ok(())
 }
 
 /// The watch proper; returns Err for an error to report as an ERROR event, Ok when the
@@ -168,7 +320,7 @@ async fn run(registry: &Registry, out: &Out<'_>) -> Result<()> {
             labels: LabelSelector::parse(None)?,
             ..Default::default()
         };
-        let page = registry.list(spec.def, ns, &opts).await?;
+        let page = registry.list_from_store(spec.def, ns, &opts).await?;
         if let Some(min) = spec.resource_version.filter(|m| *m > page.revision) {
             return Err(Error::TooLargeResourceVersion {
                 requested: min,
