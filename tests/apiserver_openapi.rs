@@ -225,7 +225,8 @@ fn field_validation(a: &Apiserver) {
         format!(
             "Error from server (BadRequest): error when creating \"{bad}\": Deployment in \
              version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown \
-             field \"spec.foo\", unknown field \"spec.template.spec.containers[0].imagePullPolice\"\n"
+             field \"spec.foo\", unknown field \
+             \"spec.template.spec.containers[0].imagePullPolice\"\n"
         )
     );
     assert_eq!(a.kubectl(&["get", "deploy", "typo"]).end, End::Exited(1));

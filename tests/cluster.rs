@@ -502,6 +502,8 @@ async fn up_runs_three_members_in_one_process() {
                 "3",
                 "--client-port",
                 &base.to_string(),
+                "--secure-port",
+                &common::proc::free_port().to_string(),
             ])
             .arg("--data-dir")
             .arg(dir.path().join(format!("try{attempt}")))

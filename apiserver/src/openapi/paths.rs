@@ -34,8 +34,8 @@ fn path_param(name: &str, description: &str) -> Value {
 /// A query parameter: `name type description`.
 type Param = &'static str;
 
-const DRY_RUN: Param =
-    "dryRun string When present, the request is processed but not persisted. The only value is All.";
+const DRY_RUN: Param = "dryRun string When present, the request is processed but not \
+                        persisted. The only value is All.";
 
 const MUTATING: &[Param] = &[
     DRY_RUN,
@@ -145,12 +145,14 @@ impl Ctx<'_> {
                     self.kind
                 };
                 op["requestBody"] = json!({"content": content(body, body_types), "required": true});
-                let created = json!({"description": "Created", "content": content(response, &["application/json"])});
+                let json_content = content(response, &["application/json"]);
+                let created = json!({"description": "Created", "content": json_content});
                 if action != "patch" {
                     op["responses"]["201"] = created;
                 }
                 if action == "post" {
-                    op["responses"]["202"] = json!({"description": "Accepted", "content": content(response, &["application/json"])});
+                    op["responses"]["202"] =
+                        json!({"description": "Accepted", "content": json_content});
                 }
             }
             "delete" | "deletecollection" => {
@@ -371,7 +373,10 @@ pub(crate) fn add_resource_list(paths: &mut Map<String, Value>, group: &str) {
             "operationId": format!("get{}V1APIResources", words.concat()),
             "tags": [format!("{tag}_v1")],
             "responses": {
-                "200": {"description": "OK", "content": content(Some(schemas::RESOURCE_LIST), &["application/json"])},
+                "200": {
+                    "description": "OK",
+                    "content": content(Some(schemas::RESOURCE_LIST), &["application/json"]),
+                },
                 "401": {"description": "Unauthorized"},
             },
         }}),

@@ -161,11 +161,14 @@ mod tests {
 
     #[test]
     fn operations_get_body_parameters_and_media_types() {
+        let x = json!({"schema": {"$ref": "#/components/schemas/a.X"}});
         let op = json!({
             "operationId": "createX",
-            "parameters": [{"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
-            "requestBody": {"content": {"*/*": {"schema": {"$ref": "#/components/schemas/a.X"}}}, "required": true},
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/a.X"}}}}},
+            "parameters": [{
+                "name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true},
+            }],
+            "requestBody": {"content": {"*/*": x}, "required": true},
+            "responses": {"200": {"description": "OK", "content": {"application/json": x}}},
         });
         let v2 = operation(&op);
         assert_eq!(

@@ -58,7 +58,8 @@ impl Directive {
                     reason: "FieldValueNotSupported",
                     field: "fieldValidation".into(),
                     message: format!(
-                        "Unsupported value: {}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"",
+                        "Unsupported value: {}: supported values: \"\", \"Ignore\", \"Strict\", \
+                         \"Warn\"",
                         go_quote(other)
                     ),
                 }],
@@ -262,7 +263,8 @@ pub(crate) fn patch_body_errors(
     match ty {
         PatchType::Json => {
             let op = json!({"type": "array", "items": {"type": "object", "properties": {
-                "op": {}, "path": {}, "from": {}, "value": {"x-kubernetes-preserve-unknown-fields": true},
+                "op": {}, "path": {}, "from": {},
+                "value": {"x-kubernetes-preserve-unknown-fields": true},
             }}});
             w.walk(raw, Some(&op), "");
             Ok(w.errors

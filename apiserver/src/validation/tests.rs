@@ -126,7 +126,10 @@ fn errors_are_deduplicated_and_capped() {
         items.push(format!(r#"{{"name": "c{i}", "x{i}": 1, "x{i}": 2}}"#));
     }
     let body = format!(
-        r#"{{"metadata": {{"name": "a"}}, "spec": {{"template": {{"spec": {{"containers": [{}]}}}}}}}}"#,
+        concat!(
+            r#"{{"metadata": {{"name": "a"}}, "#,
+            r#""spec": {{"template": {{"spec": {{"containers": [{}]}}}}}}}}"#
+        ),
         items.join(",")
     );
     let (_, w) = decode(&body, Directive::Warn).unwrap();
