@@ -32,6 +32,12 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
     let def = r.def;
     let ns = r.namespace.as_deref();
     let sub = r.subresource.as_deref();
+    match sub {
+        None => {}
+        Some("status") if matches!(call.method, Method::GET | Method::PUT | Method::PATCH) => {}
+        Some("status") => return Err(Error::MethodNotAllowed),
+        Some(_) => return crate::subresource::serve(state, r, call).await,
+    }
     let allowed = |verb: &str| {
         if def.verbs.contains(&verb) {
             Ok(())
@@ -74,7 +80,7 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
             if call.query.get("dryRun").is_some() {
                 return Ok(validation::with_warnings(json_reply(201, &obj), &warnings));
             }
-            let created = state.registry.create(def, obj).await?;
+            let created = crate::defaults::clusterip::create(&state.registry, def, obj).await?;
             Ok(validation::with_warnings(
                 json_reply(201, &created),
                 &warnings,
@@ -136,6 +142,7 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
             allowed("delete")?;
             let precondition = delete_precondition(&call)?;
             let deleted = state.registry.delete(def, ns, name, precondition).await?;
+            crate::defaults::clusterip::after_delete(&state.registry.etcd, def, &deleted).await;
             Ok(json_reply(200, &deleted_reply(def, deleted)))
         }
         (&Method::DELETE, None) => {
@@ -153,7 +160,11 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
                     .delete(def, item_ns.as_deref(), &name, None)
                     .await
                 {
-                    Ok(o) => gone.push(o),
+                    Ok(o) => {
+                        crate::defaults::clusterip::after_delete(&state.registry.etcd, def, &o)
+                            .await;
+                        gone.push(o)
+                    }
                     Err(Error::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }

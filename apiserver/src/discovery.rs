@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::resources::{self, ResourceDef, STATUS_VERBS};
+use crate::resources::{self, ResourceDef};
 
 /// Content type of an aggregated discovery reply; client-go checks it before decoding.
 pub(crate) const AGGREGATED_CONTENT_TYPE: &str =
@@ -72,14 +72,19 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Value {
             e["categories"] = json!(r.categories);
         }
         out.push(e);
-        for sub in r.subresources() {
-            out.push(json!({
-                "name": format!("{}/{sub}", r.resource),
+        for sub in r.served_subresources() {
+            let mut e = json!({
+                "name": format!("{}/{}", r.resource, sub.name),
                 "singularName": "",
                 "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": STATUS_VERBS,
-            }));
+                "kind": sub.kind,
+                "verbs": sub.verbs,
+            });
+            if sub.group != r.group {
+                e["group"] = json!(sub.group);
+                e["version"] = json!(sub.version);
+            }
+            out.push(e);
         }
     }
     let gv = if group.is_empty() {
@@ -106,9 +111,12 @@ fn discovery_resource(r: &ResourceDef) -> Value {
         e["categories"] = json!(r.categories);
     }
     let subs: Vec<Value> = r
-        .subresources()
+        .served_subresources()
         .into_iter()
-        .map(|s| json!({"subresource": s, "responseKind": kind, "verbs": STATUS_VERBS}))
+        .map(|s| {
+            let kind = json!({"group": s.group, "version": s.version, "kind": s.kind});
+            json!({"subresource": s.name, "responseKind": kind, "verbs": s.verbs})
+        })
         .collect();
     if !subs.is_empty() {
         e["subresources"] = json!(subs);
@@ -187,7 +195,22 @@ mod tests {
             .find(|r| r["resource"] == "deployments")
             .unwrap();
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
-        assert_eq!(deploy["subresources"][0]["subresource"], "status");
+        assert_eq!(deploy["subresources"][0]["subresource"], "scale");
+        assert_eq!(
+            deploy["subresources"][0]["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        );
+        assert_eq!(deploy["subresources"][1]["subresource"], "status");
+        let legacy_scale = legacy["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "deployments/scale")
+            .unwrap();
+        assert_eq!(
+            (&legacy_scale["group"], &legacy_scale["kind"]),
+            (&json!("autoscaling"), &json!("Scale"))
+        );
     }
 
     #[test]
@@ -200,6 +223,7 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/status"));
+        assert!(names.contains(&"pods/binding") && names.contains(&"replicationcontrollers/scale"));
         assert_eq!(l["groupVersion"], "v1");
         let core = aggregated_core();
         assert!(core["items"][0]["metadata"].get("name").is_none());

@@ -7,7 +7,7 @@
 //! ## Shape
 //! A request travels `server` (TLS, HTTP/1.1 + HTTP/2) → `handlers` (route, content
 //! negotiation, the single error-to-`Status` conversion) → `crud` (the verb) → `object`
-//! (server-owned metadata, validation, defaults) → `registry` (resourceVersion rules,
+//! (server-owned metadata; `defaults`, then `validate`) → `registry` (resourceVersion rules,
 //! optimistic concurrency) → `etcd` (guarded Txns, ranges, watches). `resources` is the one
 //! table of served kinds that discovery, routing, keys and printing all read; `keys` is the
 //! one place that formats storage keys and continue tokens. `componentstatuses` is the one
@@ -16,7 +16,9 @@
 //! watch each, wherever upstream's resourceVersion rules let the cache answer. `openapi`
 //! holds every served kind's schema (and serves `/openapi/v2` and `/openapi/v3`);
 //! `validation` walks create, update and patch bodies against those schemas for
-//! `fieldValidation` (unknown and duplicate fields).
+//! `fieldValidation` (unknown and duplicate fields). `defaults` fills in upstream's defaults
+//! (and allocates Service cluster IPs through the store), `validate` holds the per-kind
+//! rules and immutable fields, and `subresource` serves `scale` and `pods/binding`.
 //!
 //! ## Invariants
 //! - Objects live at `/registry/<resource>/[<namespace>/]<name>` as JSON without
@@ -35,15 +37,19 @@
 //!
 //! ## Not yet here (issue 6 continues)
 //! Strategic merge (keyed list merges; the patch metadata is in the OpenAPI schemas) and
-//! server-side apply, scale and other special subresources, per-kind validation (type
-//! mismatches included: field validation finds only unknown and duplicate fields) and most
-//! defaulting, `/openapi/v2` in protobuf, authentication beyond the client certificate
-//! handshake, admission.
+//! server-side apply; subresources other than `status`, `scale` and `pods/binding` (eviction,
+//! log, exec, namespaces' finalize, …) and `scale`/`binding` in the OpenAPI documents;
+//! validation beyond the common failures `validate` covers (volumes, env, resources,
+//! probes, affinity, type mismatches) and upstream's diff after a forbidden pod update;
+//! NodePort allocation; cluster IP allocation on by default (`defaults::clusterip`);
+//! `/openapi/v2` in protobuf, authentication beyond the client certificate handshake,
+//! admission.
 
 mod cache;
 mod compaction;
 mod componentstatus;
 mod crud;
+mod defaults;
 mod discovery;
 mod error;
 mod etcd;
@@ -59,8 +65,11 @@ mod request;
 mod resources;
 mod selectors;
 mod server;
+mod smp;
+mod subresource;
 mod table;
 mod time;
+mod validate;
 mod validation;
 mod watch;
 

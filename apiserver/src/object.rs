@@ -1,21 +1,28 @@
-//! Object semantics that hold for every kind: the metadata the server owns, name validation,
-//! and the few per-kind defaults kubectl's output depends on.
+//! Object semantics that hold for every kind: the metadata the server owns, and the order in
+//! which defaulting (`crate::defaults`) and validation (`crate::validate`) run around it.
 //!
 //! Invariants (upstream's `BeforeCreate`/`BeforeUpdate` in `rest/create.go`, `update.go`):
 //! - On create the server sets `uid`, `creationTimestamp`, `generation` (kinds that track it)
 //!   and a name from `generateName`; it clears `deletionTimestamp` and `selfLink`; a client
 //!   `resourceVersion` is an error.
 //! - On update `uid`, `creationTimestamp`, `deletionTimestamp`, `generation` and the
-//!   namespace come from the stored object; `generation` is bumped only when `spec` changed.
+//!   namespace come from the stored object; `generation` is bumped only when the defaulted
+//!   `spec` changed (Deployments: or their annotations, which are copied to ReplicaSets).
 //! - For kinds with a status subresource the main endpoint keeps the stored `status`, and
-//!   `/status` keeps everything but `status` (and labels/annotations, which it may change).
+//!   `/status` keeps everything but `status` (metadata changes are ignored too, as upstream's
+//!   status strategies reset them); a status update never bumps `generation`.
+//! - Create: defaults, then the create-time status, then validation; update: defaults, the
+//!   inherited fields, then validation including the immutable fields. Any field error
+//!   fails the whole write with one 422 listing all of them.
 //! - `resourceVersion` is never stored: it is the key's mod_revision, set on every read.
 
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
+use crate::defaults;
 use crate::error::{Cause, Error, Result};
 use crate::resources::ResourceDef;
+use crate::validate;
 
 /// `metadata` of an object (created empty when missing).
 pub(crate) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -62,59 +69,6 @@ fn generate_name(base: &str) -> String {
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
     format!("{base}{suffix}")
-}
-
-const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
-    alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
-    (e.g. 'example.com', regex used for validation is \
-    '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric \
-    characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  \
-    or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters \
-    or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. \
-    'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
-
-fn is_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// Why `name` is not a valid name for `def` (None: valid).
-pub(crate) fn name_problem(def: &ResourceDef, name: &str) -> Option<String> {
-    match def.resource {
-        "namespaces" => {
-            if name.len() > 63 {
-                Some("must be no more than 63 characters".into())
-            } else if !is_label(name) {
-                Some(DNS1123_LABEL.into())
-            } else {
-                None
-            }
-        }
-        "services" => {
-            if name.len() > 63 {
-                Some("must be no more than 63 characters".into())
-            } else if !is_label(name) || !name.as_bytes()[0].is_ascii_lowercase() {
-                Some(DNS1035_LABEL.into())
-            } else {
-                None
-            }
-        }
-        _ => {
-            if name.len() > 253 {
-                Some("must be no more than 253 characters".into())
-            } else if !name.split('.').all(is_label) {
-                Some(DNS1123_SUBDOMAIN.into())
-            } else {
-                None
-            }
-        }
-    }
 }
 
 /// Checks the body's `apiVersion` and `kind` against the endpoint, filling them in when the
@@ -211,13 +165,6 @@ pub(crate) fn prepare_create(
     } else {
         name
     };
-    if let Some(why) = name_problem(def, &name) {
-        return Err(invalid(
-            def,
-            &name,
-            vec![Cause::invalid("metadata.name", &json!(name), &why)],
-        ));
-    }
     meta.insert("name".into(), json!(name));
     meta.insert("uid".into(), json!(uuid_v4()));
     meta.insert(
@@ -237,52 +184,13 @@ pub(crate) fn prepare_create(
     } else {
         meta.remove("generation");
     }
-    default_on_create(def, obj);
-    Ok(())
-}
-
-/// The defaults kubectl's default output shows (a small part of upstream's defaulting).
-fn default_on_create(def: &ResourceDef, obj: &mut Value) {
-    let set_if_missing = |v: &mut Value, path: &[&str], value: Value| {
-        let mut cur = v;
-        for p in &path[..path.len() - 1] {
-            if !cur.get(*p).is_some_and(Value::is_object) {
-                cur[*p] = json!({});
-            }
-            cur = &mut cur[*p];
-        }
-        let last = path[path.len() - 1];
-        if cur.get(last).is_none_or(Value::is_null) {
-            cur[last] = value;
-        }
-    };
-    match (def.group, def.resource) {
-        ("", "namespaces") => {
-            set_if_missing(obj, &["spec", "finalizers"], json!(["kubernetes"]));
-            obj["status"] = json!({"phase": "Active"});
-            // Upstream labels every namespace with its own name.
-            let name = meta_str(obj, "name").unwrap_or_default().to_string();
-            set_if_missing(obj, &["metadata", "labels"], json!({}));
-            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
-        }
-        ("", "secrets") => set_if_missing(obj, &["type"], json!("Opaque")),
-        ("", "pods") => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            set_if_missing(obj, &["spec", "restartPolicy"], json!("Always"));
-            set_if_missing(obj, &["spec", "dnsPolicy"], json!("ClusterFirst"));
-            set_if_missing(obj, &["spec", "schedulerName"], json!("default-scheduler"));
-            set_if_missing(obj, &["spec", "terminationGracePeriodSeconds"], json!(30));
-        }
-        ("", "services") => {
-            set_if_missing(obj, &["spec", "type"], json!("ClusterIP"));
-            set_if_missing(obj, &["spec", "sessionAffinity"], json!("None"));
-        }
-        _ => {
-            if def.has_status && obj.get("status").is_some() {
-                obj["status"] = json!({});
-            }
-        }
+    defaults::apply(def, obj);
+    defaults::on_create(def, obj);
+    let causes = validate::object(def, obj);
+    if !causes.is_empty() {
+        return Err(invalid(def, &name, causes));
     }
+    Ok(())
 }
 
 /// Merges the server-owned parts of `old` (the stored object) into `new` for an update through
@@ -310,6 +218,8 @@ pub(crate) fn prepare_update(
         *new = merged;
         return Ok(());
     }
+    defaults::apply(def, new);
+    defaults::on_update(def, old, new);
     let meta = meta_mut(new);
     for owned in [
         "uid",
@@ -339,12 +249,17 @@ pub(crate) fn prepare_update(
             .get("generation")
             .and_then(Value::as_i64)
             .unwrap_or(1);
-        let gen = if old.get("spec") != new.get("spec") {
-            old_gen + 1
-        } else {
-            old_gen
-        };
+        let annotations_count = def.group == "apps" && def.kind == "Deployment";
+        let changed = old.get("spec") != new.get("spec")
+            || (annotations_count
+                && old_meta.get("annotations") != new["metadata"].get("annotations"));
+        let gen = if changed { old_gen + 1 } else { old_gen };
         meta_mut(new).insert("generation".into(), json!(gen));
+    }
+    let causes = validate::on_update(def, old, new);
+    if !causes.is_empty() {
+        let name = meta_str(new, "name").unwrap_or_default().to_string();
+        return Err(invalid(def, &name, causes));
     }
     Ok(())
 }
@@ -369,23 +284,18 @@ mod tests {
     use super::*;
     use crate::resources::find;
 
-    #[test]
-    fn names_are_validated_per_kind() {
-        let cm = find("", "v1", "configmaps").unwrap();
-        let ns = find("", "v1", "namespaces").unwrap();
-        let svc = find("", "v1", "services").unwrap();
-        assert_eq!(name_problem(cm, "a.b-c"), None);
-        assert_eq!(name_problem(cm, "X").as_deref(), Some(DNS1123_SUBDOMAIN));
-        assert_eq!(name_problem(cm, "a..b").as_deref(), Some(DNS1123_SUBDOMAIN));
-        assert_eq!(name_problem(ns, "a.b").as_deref(), Some(DNS1123_LABEL));
-        assert_eq!(name_problem(svc, "1abc").as_deref(), Some(DNS1035_LABEL));
-        assert!(name_problem(ns, &"a".repeat(64)).unwrap().contains("63"));
+    fn deployment(name: &str, replicas: i64) -> Value {
+        json!({"metadata": {"name": name}, "spec": {"replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
     }
 
     #[test]
     fn create_sets_server_owned_metadata() {
         let d = find("apps", "v1", "deployments").unwrap();
-        let mut o = json!({"metadata": {"generateName": "web-", "selfLink": "x"}, "spec": {}});
+        let mut o = deployment("", 1);
+        o["metadata"] = json!({"generateName": "web-", "selfLink": "x"});
         prepare_create(d, &mut o, Some("default")).unwrap();
         let name = meta_str(&o, "name").unwrap();
         assert!(name.starts_with("web-") && name.len() == 9, "{name}");
@@ -395,6 +305,8 @@ mod tests {
         assert_eq!(o["metadata"]["generation"], 1);
         assert_eq!(meta_str(&o, "uid").unwrap().len(), 36);
         assert!(o["metadata"].get("selfLink").is_none());
+        assert_eq!(o["spec"]["revisionHistoryLimit"], 10);
+        assert_eq!(o["status"], json!({}));
     }
 
     #[test]
@@ -415,28 +327,61 @@ mod tests {
             err(json!({"metadata": {"name": "a", "resourceVersion": "5"}})).code(),
             500
         );
+        let d = find("apps", "v1", "deployments").unwrap();
+        let mut o = json!({"metadata": {"name": "x"}, "spec": {"template": {
+            "metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        let e = prepare_create(d, &mut o, Some("default")).unwrap_err();
+        assert_eq!(
+            e.status()["message"],
+            "Deployment.apps \"x\" is invalid: [spec.selector: Required value, \
+             spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: \
+             `selector` does not match template `labels`]"
+        );
     }
 
     #[test]
     fn update_keeps_server_owned_fields_and_bumps_generation_on_spec_change() {
         let d = find("apps", "v1", "deployments").unwrap();
-        let old = json!({"metadata": {"name": "d", "uid": "u", "creationTimestamp": "t",
-            "generation": 3, "namespace": "n"}, "spec": {"replicas": 1}, "status": {"x": 1}});
-        let mut new = json!({"metadata": {"name": "d", "uid": "evil"}, "spec": {"replicas": 1},
-            "status": {"x": 2}});
+        let mut old = deployment("d", 1);
+        prepare_create(d, &mut old, Some("n")).unwrap();
+        old["metadata"]["generation"] = json!(3);
+        old["status"] = json!({"x": 1});
+        // A PUT without the defaults and with another status: same generation, old status.
+        let mut new = deployment("d", 1);
+        new["metadata"]["uid"] = json!("evil");
+        new["status"] = json!({"x": 2});
         prepare_update(d, &old, &mut new, None).unwrap();
-        assert_eq!(new["metadata"]["uid"], "u");
+        assert_eq!(new["metadata"]["uid"], old["metadata"]["uid"]);
         assert_eq!(new["metadata"]["generation"], 3);
         assert_eq!(new["status"]["x"], 1);
         new["spec"]["replicas"] = json!(2);
         prepare_update(d, &old, &mut new, None).unwrap();
         assert_eq!(new["metadata"]["generation"], 4);
-        let mut st =
-            json!({"metadata": {"name": "d"}, "spec": {"replicas": 9}, "status": {"x": 5}});
+        // Annotations count for deployments.
+        let mut annotated = old.clone();
+        annotated["metadata"]["annotations"] = json!({"a": "b"});
+        prepare_update(d, &old, &mut annotated, None).unwrap();
+        assert_eq!(annotated["metadata"]["generation"], 4);
+        // Status: only status changes, generation stays.
+        let mut st = deployment("d", 9);
+        st["status"] = json!({"x": 5});
+        st["metadata"]["labels"] = json!({"ignored": "yes"});
         prepare_update(d, &old, &mut st, Some("status")).unwrap();
+        assert_eq!(st["spec"]["replicas"], 1);
+        assert_eq!(st["status"]["x"], 5);
+        assert_eq!(st["metadata"]["generation"], 3);
+        assert!(st["metadata"].get("labels").is_none());
+        // The selector is immutable.
+        let mut moved = old.clone();
+        moved["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
+        moved["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+        let e = prepare_update(d, &old, &mut moved, None).unwrap_err();
         assert_eq!(
-            (st["spec"]["replicas"].clone(), st["status"]["x"].clone()),
-            (json!(1), json!(5))
+            e.status()["message"],
+            "Deployment.apps \"d\" is invalid: spec.selector: Invalid value: \
+             v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"other\"}, \
+             MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
         );
     }
 }

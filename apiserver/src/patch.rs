@@ -1,10 +1,8 @@
 //! Patches: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), applied to the stored
 //! object's JSON.
 //!
-//! Strategic merge patch (kubectl's default for built-in kinds) is served as a merge patch
-//! with its `$`-directives dropped: correct for maps and for lists the patch replaces whole,
-//! not for the keyed list merges (containers by name, ports by containerPort) that need the
-//! per-field schema; that comes with the OpenAPI schemas.
+//! Strategic merge patch (kubectl's default for built-in kinds) is `crate::smp`, driven by
+//! the patch metadata of the target's kind.
 
 use serde_json::{Map, Value};
 
@@ -40,7 +38,11 @@ pub(crate) fn apply(ty: PatchType, target: &Value, patch: &[u8]) -> Result<Value
         .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
     match ty {
         PatchType::Merge => Ok(merge(target.clone(), &p)),
-        PatchType::StrategicMerge => Ok(merge(target.clone(), &strip_directives(p))),
+        PatchType::StrategicMerge => Ok(crate::smp::apply(
+            target,
+            &p,
+            crate::smp::Schema::of_object(target),
+        )?),
         PatchType::Json => json_patch(target.clone(), &p),
     }
 }
@@ -63,20 +65,6 @@ pub(crate) fn merge(target: Value, patch: &Value) -> Value {
         }
     }
     Value::Object(t)
-}
-
-/// Drops strategic-merge directives (`$patch`, `$setElementOrder/…`, `$retainKeys`, …).
-fn strip_directives(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k, strip_directives(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(strip_directives).collect()),
-        other => other,
-    }
 }
 
 fn bad(msg: String) -> Error {
@@ -256,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn strategic_directives_are_dropped() {
+    fn strategic_merge_applies_directives() {
         let p =
             br#"{"metadata":{"labels":{"x":"y"}},"$setElementOrder/containers":[{"name":"c"}]}"#;
         let out = apply(

@@ -91,7 +91,7 @@ pub(crate) fn route(path: &str) -> Result<Route> {
         return Err(Error::RouteNotFound);
     }
     if let Some(sub) = &subresource {
-        if !def.subresources().contains(&sub.as_str()) {
+        if !def.served_subresources().iter().any(|s| s.name == sub) {
             return Err(Error::RouteNotFound);
         }
     }

@@ -46,6 +46,19 @@ pub(crate) struct ResourceDef {
     pub(crate) has_status: bool,
     /// `metadata.generation` is kept and bumped when the spec changes.
     pub(crate) tracks_generation: bool,
+    /// Has a `scale` subresource (an autoscaling/v1 `Scale` over `spec.replicas`).
+    pub(crate) has_scale: bool,
+}
+
+/// A subresource as discovery describes it (`crate::subresource` serves the non-status ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Subresource {
+    pub(crate) name: &'static str,
+    /// The group/version/kind its requests and replies carry.
+    pub(crate) group: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) verbs: &'static [&'static str],
 }
 
 impl ResourceDef {
@@ -62,6 +75,7 @@ impl ResourceDef {
         GroupResource::new(self.group, self.resource)
     }
 
+    /// The subresources the OpenAPI documents describe (status: same kind as the resource).
     pub(crate) fn subresources(&self) -> Vec<&'static str> {
         let mut subs = Vec::new();
         if self.has_status {
@@ -69,10 +83,43 @@ impl ResourceDef {
         }
         subs
     }
+
+    /// Every served subresource: routing and discovery read this.
+    pub(crate) fn served_subresources(&self) -> Vec<Subresource> {
+        let mut subs = Vec::new();
+        if self.group.is_empty() && self.resource == "pods" {
+            subs.push(Subresource {
+                name: "binding",
+                group: "",
+                version: "v1",
+                kind: "Binding",
+                verbs: &["create"],
+            });
+        }
+        if self.has_scale {
+            subs.push(Subresource {
+                name: "scale",
+                group: "autoscaling",
+                version: "v1",
+                kind: "Scale",
+                verbs: STATUS_VERBS,
+            });
+        }
+        if self.has_status {
+            subs.push(Subresource {
+                name: "status",
+                group: self.group,
+                version: self.version,
+                kind: self.kind,
+                verbs: STATUS_VERBS,
+            });
+        }
+        subs
+    }
 }
 
 /// Builds a table row; `flags` is a set of single letters: `n` namespaced, `s` has status,
-/// `g` tracks generation.
+/// `g` tracks generation, `c` has scale.
 const fn def(
     group: &'static str,
     resource: &'static str,
@@ -86,12 +133,14 @@ const fn def(
     let mut namespaced = false;
     let mut has_status = false;
     let mut tracks_generation = false;
+    let mut has_scale = false;
     let mut i = 0;
     while i < f.len() {
         match f[i] {
             b'n' => namespaced = true,
             b's' => has_status = true,
             b'g' => tracks_generation = true,
+            b'c' => has_scale = true,
             _ => {}
         }
         i += 1;
@@ -108,6 +157,7 @@ const fn def(
         verbs: RW,
         has_status,
         tracks_generation,
+        has_scale,
     }
 }
 
@@ -193,7 +243,7 @@ static RESOURCES: &[ResourceDef] = &[
         "replicationcontrollers",
         "replicationcontroller",
         "ReplicationController",
-        "nsg",
+        "nsgc",
         &["rc"],
         ALL,
     ),
@@ -241,7 +291,7 @@ static RESOURCES: &[ResourceDef] = &[
         "deployments",
         "deployment",
         "Deployment",
-        "nsg",
+        "nsgc",
         &["deploy"],
         ALL,
     ),
@@ -250,7 +300,7 @@ static RESOURCES: &[ResourceDef] = &[
         "replicasets",
         "replicaset",
         "ReplicaSet",
-        "nsg",
+        "nsgc",
         &["rs"],
         ALL,
     ),
@@ -259,7 +309,7 @@ static RESOURCES: &[ResourceDef] = &[
         "statefulsets",
         "statefulset",
         "StatefulSet",
-        "nsg",
+        "nsgc",
         &["sts"],
         ALL,
     ),

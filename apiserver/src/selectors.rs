@@ -3,8 +3,12 @@
 //! Label selectors take upstream's grammar (`labels.Parse`): `k=v`, `k==v`, `k!=v`,
 //! `k in (a,b)`, `k notin (a,b)`, `k` (exists), `!k` (does not exist), joined by commas.
 //! Field selectors (`fields.ParseSelector`): `f=v`, `f==v`, `f!=v` joined by commas, over the
-//! fields each kind supports (`metadata.name` and `metadata.namespace` everywhere); any other
-//! field is a 400 `field label not supported: <f>`, as upstream answers.
+//! fields each kind supports (upstream's field label conversion funcs: `metadata.name` and
+//! `metadata.namespace` by default, plus the pod, node, namespace, secret, event,
+//! replicationcontroller and job fields); any other field is a 400 with the message of the
+//! kind's conversion func (`"<f>" is not a known field selector: only "metadata.name",
+//! "metadata.namespace"` by default, `field label not supported: <f>` for core kinds with
+//! their own).
 
 use serde_json::Value;
 
@@ -113,52 +117,122 @@ impl LabelSelector {
 #[derive(Debug, Default)]
 pub(crate) struct FieldSelector(Vec<(String, String, bool)>);
 
-/// The value of a selectable field of `obj`; None when the kind does not support the field.
-fn field_value(def: &ResourceDef, obj: &Value, field: &str) -> Option<String> {
-    let at = |path: &[&str]| {
-        let mut cur = obj;
-        for p in path {
-            match cur.get(*p) {
-                Some(v) => cur = v,
-                None => return Some(String::new()),
-            }
-        }
-        Some(match cur {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
+/// How a kind answers an unsupported field (upstream's field label conversion funcs).
+#[derive(Clone, Copy)]
+enum Unsupported {
+    /// `runtime.DefaultMetaV1FieldSelectorConversion`, for kinds without their own func.
+    Default,
+    /// core/v1's funcs: `field label not supported: <f>`.
+    Core,
+    /// batch/v1 Job's func.
+    Job,
+}
+
+impl Unsupported {
+    fn error(self, f: &str) -> Error {
+        Error::BadRequest(match self {
+            Unsupported::Default => format!(
+                "{f:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+            ),
+            Unsupported::Core => format!("field label not supported: {f}"),
+            Unsupported::Job => format!("field label {f:?} not supported for batchv1.Job"),
         })
+    }
+}
+
+/// The fields `def` can be selected on (beyond the defaults) and how it refuses others.
+/// `metadata.name` is everywhere; `metadata.namespace` too, except on Nodes and Namespaces
+/// whose conversion funcs leave it out.
+fn selectable(def: &ResourceDef) -> (&'static [&'static str], Unsupported) {
+    const META: &[&str] = &["metadata.name", "metadata.namespace"];
+    match (def.group, def.resource) {
+        ("", "pods") => (
+            &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+                "spec.host",
+            ],
+            Unsupported::Core,
+        ),
+        ("", "nodes") => (&["metadata.name", "spec.unschedulable"], Unsupported::Core),
+        ("", "namespaces") => (&["metadata.name", "status.phase"], Unsupported::Core),
+        ("", "secrets") => (
+            &["metadata.name", "metadata.namespace", "type"],
+            Unsupported::Core,
+        ),
+        ("", "replicationcontrollers") => (
+            &["metadata.name", "metadata.namespace", "status.replicas"],
+            Unsupported::Core,
+        ),
+        ("", "events") => (
+            &[
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            Unsupported::Core,
+        ),
+        ("batch", "jobs") => (
+            &["metadata.name", "metadata.namespace", "status.successful"],
+            Unsupported::Job,
+        ),
+        _ => (META, Unsupported::Default),
+    }
+}
+
+/// The value of selectable field `field` of `obj` (upstream's `ToSelectableFields`); a
+/// field the kind's field set lacks reads as "".
+fn field_value(obj: &Value, field: &str) -> String {
+    let text = |ptr: &str| match obj.pointer(ptr) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     };
-    match (def.resource, field) {
-        (_, "metadata.name") => at(&["metadata", "name"]),
-        (_, "metadata.namespace") if def.namespaced => at(&["metadata", "namespace"]),
-        ("pods", f) => match f {
-            "spec.nodeName"
-            | "spec.restartPolicy"
-            | "spec.schedulerName"
-            | "spec.serviceAccountName"
-            | "spec.hostNetwork"
-            | "status.phase"
-            | "status.podIP"
-            | "status.nominatedNodeName" => {
-                let path: Vec<&str> = f.split('.').collect();
-                at(&path)
-            }
-            _ => None,
-        },
-        ("nodes", "spec.unschedulable") => {
-            at(&["spec", "unschedulable"]).map(|v| if v.is_empty() { "false".into() } else { v })
+    let non_empty = |a: String, b: &str| if a.is_empty() { text(b) } else { a };
+    match field {
+        "spec.host" => text("/spec/nodeName"),
+        "status.podIP" => obj
+            .pointer("/status/podIPs/0/ip")
+            .and_then(Value::as_str)
+            .map_or_else(|| text("/status/podIP"), str::to_string),
+        "status.podIPs" => String::new(),
+        "spec.hostNetwork" | "spec.unschedulable" => {
+            let b = obj.pointer(&format!("/{}", field.replace('.', "/")));
+            (b == Some(&Value::Bool(true))).to_string()
         }
-        ("secrets", "type") => at(&["type"]),
-        ("namespaces", "status.phase") => at(&["status", "phase"]),
-        ("events", f)
-            if f.starts_with("involvedObject.")
-                || ["reason", "source", "type", "reportingComponent"].contains(&f) =>
-        {
-            let path: Vec<&str> = f.split('.').collect();
-            at(&path)
+        "status.replicas" | "status.successful" => {
+            let p = if field == "status.successful" {
+                "/status/succeeded"
+            } else {
+                "/status/replicas"
+            };
+            obj.pointer(p)
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string()
         }
-        _ => None,
+        "source" => non_empty(text("/source/component"), "/reportingComponent"),
+        "reportingComponent" => text("/reportingComponent"),
+        f => text(&format!("/{}", f.replace('.', "/"))),
     }
 }
 
@@ -181,19 +255,20 @@ impl FieldSelector {
                 )));
             };
             let f = f.trim();
-            if field_value(def, &serde_json::json!({}), f).is_none() {
-                return Err(Error::BadRequest(format!("field label not supported: {f}")));
+            let (fields, unsupported) = selectable(def);
+            if !fields.contains(&f) {
+                return Err(unsupported.error(f));
             }
             terms.push((f.to_string(), v.trim().to_string(), eq));
         }
         Ok(FieldSelector(terms))
     }
 
-    pub(crate) fn matches(&self, def: &ResourceDef, obj: &Value) -> bool {
-        self.0.iter().all(|(f, v, eq)| {
-            let got = field_value(def, obj, f).unwrap_or_default();
-            (got == *v) == *eq
-        })
+    /// Whether `obj` (of the kind the selector was parsed for) passes every term.
+    pub(crate) fn matches(&self, _def: &ResourceDef, obj: &Value) -> bool {
+        self.0
+            .iter()
+            .all(|(f, v, eq)| (field_value(obj, f) == *v) == *eq)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -239,8 +314,42 @@ mod tests {
         assert!(m(pods, "spec.nodeName="));
         assert!(m(cm, "metadata.name=p1"));
         let err = FieldSelector::parse(cm, Some("status.phase=Running")).unwrap_err();
-        assert_eq!(err.to_string(), "field label not supported: status.phase");
-        let ns = find("", "v1", "nodes").unwrap();
-        assert!(FieldSelector::parse(ns, Some("metadata.namespace=x")).is_err());
+        assert_eq!(
+            err.to_string(),
+            r#""status.phase" is not a known field selector: only "metadata.name", "metadata.namespace""#
+        );
+        let err = FieldSelector::parse(pods, Some("spec.nodename=x")).unwrap_err();
+        assert_eq!(err.to_string(), "field label not supported: spec.nodename");
+        let nodes = find("", "v1", "nodes").unwrap();
+        assert!(FieldSelector::parse(nodes, Some("metadata.namespace=x")).is_err());
+        let n = json!({"metadata": {"name": "n"}, "spec": {}});
+        assert!(
+            FieldSelector::parse(nodes, Some("spec.unschedulable=false"))
+                .unwrap()
+                .matches(nodes, &n)
+        );
+        // Cluster-scoped kinds without their own func take metadata.namespace (as "").
+        let pv = find("", "v1", "persistentvolumes").unwrap();
+        assert!(FieldSelector::parse(pv, Some("metadata.namespace="))
+            .unwrap()
+            .matches(pv, &n));
+        let jobs = find("batch", "v1", "jobs").unwrap();
+        let err = FieldSelector::parse(jobs, Some("status.phase=x")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"field label "status.phase" not supported for batchv1.Job"#
+        );
+        let events = find("", "v1", "events").unwrap();
+        let e = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p1"},
+            "source": {"component": "kubelet"}, "type": "Normal"});
+        let m = |s: &str| {
+            FieldSelector::parse(events, Some(s))
+                .unwrap()
+                .matches(events, &e)
+        };
+        assert!(m(
+            "involvedObject.kind=Pod,involvedObject.name=p1,source=kubelet,type=Normal"
+        ));
+        assert!(!m("source=scheduler") && m("reason="));
     }
 }

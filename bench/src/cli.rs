@@ -38,6 +38,9 @@ pub enum Command {
     /// Draw watch fan-out throughput and p99 latency against watcher count, etcd and Keelson
     /// on the same axes, from the JSON lines of `compare` runs, as an SVG.
     Plot(crate::plot::PlotArgs),
+    /// Pod creates, lists, a watch fan-out and updates against a running keelson apiserver
+    /// (over HTTPS, through curl).
+    Apiserver(crate::apiserver::ApiserverArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -189,6 +192,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Compare(args) => crate::compare::run(args).await,
         Command::Plot(args) => crate::plot::run(&args).map(|()| true),
+        Command::Apiserver(args) => crate::apiserver::run(args).await,
     }
 }
 

@@ -28,6 +28,7 @@
 //! `plot` ([`plot`], drawn by [`svg`]) turns a sweep of watch runs over watcher counts into an
 //! SVG of throughput and p99 latency, both servers on the same axes.
 
+mod apiserver;
 mod check;
 mod cli;
 mod compare;
