@@ -65,13 +65,14 @@ fn get_every_kind(a: &Apiserver) {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
-    // Upstream always allocates one; until allocation lands here the printer shows <none>.
-    let ip_cell = if cluster_ip.is_empty() {
-        eprintln!("note: service web has no cluster IP allocated");
-        "<none>"
-    } else {
-        "<cluster-ip>"
-    };
+    // Upstream always allocates one, from 10.96.0.0/12.
+    assert!(
+        cluster_ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.octets()[0] == 10 && (96..112).contains(&ip.octets()[1])),
+        "service web has no cluster IP from 10.96.0.0/12: {cluster_ip:?}"
+    );
+    let ip_cell = "<cluster-ip>";
     let job_uid = a.ok(&[
         "get",
         "job",

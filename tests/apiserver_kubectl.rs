@@ -158,6 +158,12 @@ fn normalize(s: &str) -> String {
                         && w.chars().last().is_some_and(|c| "smhdy".contains(c));
                     if age {
                         "<age>"
+                    } else if w
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.octets()[0] == 10 && (96..112).contains(&ip.octets()[1]))
+                    {
+                        // An allocated Service cluster IP (10.96.0.0/12).
+                        "<cluster-ip>"
                     } else {
                         w
                     }
@@ -296,7 +302,7 @@ fn create_and_apply_files(a: &Apiserver) {
     assert_eq!(
         normalize(&a.ok(&["get", "svc,deploy", "-o", "wide"])),
         "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR\n\
-         service/web ClusterIP <none> <none> 80/TCP <age> app=web\n\n\
+         service/web ClusterIP <cluster-ip> <none> 80/TCP <age> app=web\n\n\
          NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR\n\
          deployment.apps/web 0/2 0 0 <age> c nginx app=web"
     );

@@ -54,7 +54,6 @@ impl Apiserver {
                 .arg(free_port().to_string())
                 .arg("--data-dir")
                 .arg(dir.path().join("data"))
-                .env("KEELSON_ALLOCATE_CLUSTER_IPS", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone().expect("log")))
                 .stderr(Stdio::from(log))

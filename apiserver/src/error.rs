@@ -141,6 +141,15 @@ pub enum Error {
     Storage(String),
     #[error("{0}")]
     Internal(String),
+    /// A failure upstream reports as a bare `Status` (a plain error wrapped by the handler):
+    /// the code and message as they are, a reason only if non-empty, details only with one.
+    #[error("{message}")]
+    Generic {
+        code: u16,
+        reason: &'static str,
+        message: String,
+        empty_details: bool,
+    },
 }
 
 impl From<tonic::Status> for Error {
@@ -188,6 +197,7 @@ impl Error {
             Error::TooLargeResourceVersion { .. } => 504,
             Error::UnsupportedMediaType(_) => 415,
             Error::Storage(_) | Error::Internal(_) => 500,
+            Error::Generic { code, .. } => *code,
         }
     }
 
@@ -204,6 +214,7 @@ impl Error {
             Error::TooLargeResourceVersion { .. } => "Timeout",
             Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Error::Storage(_) | Error::Internal(_) => "InternalError",
+            Error::Generic { reason, .. } => reason,
         }
     }
 
@@ -268,6 +279,10 @@ impl Error {
                 "retryAfterSeconds": 1,
             })),
             Error::Storage(m) | Error::Internal(m) => Some(json!({"causes": [{"message": m}]})),
+            Error::Generic {
+                empty_details: true,
+                ..
+            } => Some(json!({})),
             _ => None,
         }
     }
@@ -294,6 +309,11 @@ impl Error {
         if let Some(d) = self.details() {
             s["details"] = d;
         }
+        if self.reason().is_empty() {
+            if let Some(m) = s.as_object_mut() {
+                m.remove("reason");
+            }
+        }
         s
     }
 }
@@ -303,6 +323,30 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_errors_carry_only_what_upstream_sets() {
+        let e = Error::Generic {
+            code: 500,
+            reason: "",
+            message: "map: map[image:b] does not contain declared merge key: name".into(),
+            empty_details: false,
+        };
+        assert_eq!(
+            e.status(),
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                   "message":"map: map[image:b] does not contain declared merge key: name",
+                   "code":500})
+        );
+        let e = Error::Generic {
+            code: 422,
+            reason: "Invalid",
+            message: "the server rejected our request due to an error in our request".into(),
+            empty_details: true,
+        };
+        assert_eq!(e.status()["details"], json!({}));
+        assert_eq!(e.status()["reason"], "Invalid");
+    }
 
     #[test]
     fn not_found_matches_upstream() {

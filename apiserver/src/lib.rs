@@ -35,15 +35,13 @@
 //!   apiservers sharing the store wins that interval's Txn on `compact_rev_key`
 //!   (`compaction`), as kube-apiserver does.
 //!
-//! ## Not yet here (issue 6 continues)
-//! Strategic merge (keyed list merges; the patch metadata is in the OpenAPI schemas) and
-//! server-side apply; subresources other than `status`, `scale` and `pods/binding` (eviction,
+//! ## Not yet here (issues 6 and 7 continue)
+//! Server-side apply; subresources other than `status`, `scale` and `pods/binding` (eviction,
 //! log, exec, namespaces' finalize, …) and `scale`/`binding` in the OpenAPI documents;
 //! validation beyond the common failures `validate` covers (volumes, env, resources,
 //! probes, affinity, type mismatches) and upstream's diff after a forbidden pod update;
-//! NodePort allocation; cluster IP allocation on by default (`defaults::clusterip`);
-//! `/openapi/v2` in protobuf, authentication beyond the client certificate handshake,
-//! admission.
+//! NodePort allocation; `/openapi/v2` in protobuf, authentication beyond the client
+//! certificate handshake, admission.
 
 mod cache;
 mod compaction;

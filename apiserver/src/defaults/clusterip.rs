@@ -11,10 +11,6 @@
 //!   removed with its namespace) is reclaimed when an allocation collides with it, provided
 //!   it is older than [`GRACE_SECONDS`] and its owner no longer exists with that uid; the
 //!   reclaim is guarded on the stale key's mod_revision.
-//! - Allocation is switched on by `KEELSON_ALLOCATE_CLUSTER_IPS=1` in the apiserver's
-//!   environment, read once. It is off by default only because `tests/apiserver_kubectl.rs`
-//!   still expects `<none>` in the CLUSTER-IP column; upstream always allocates, so the
-//!   default should flip once that expectation is updated.
 //! - Dynamic allocation skips the first 256 addresses (upstream keeps a lower band for
 //!   addresses chosen by clients; 10.96.0.1 is the `kubernetes` Service's), the network and
 //!   the broadcast address.
@@ -40,14 +36,6 @@ const KEY_PREFIX: &str = "/registry/ranges/serviceips/";
 /// How old an orphaned claim must be before a colliding allocation takes it over.
 pub(crate) const GRACE_SECONDS: i64 = 60;
 const ATTEMPTS: usize = 64;
-
-/// Whether Services get cluster IPs (see the module invariants).
-fn enabled() -> bool {
-    static ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-        std::env::var("KEELSON_ALLOCATE_CLUSTER_IPS").is_ok_and(|v| v == "1")
-    });
-    *ON
-}
 
 fn key(ip: Ipv4Addr) -> String {
     format!("{KEY_PREFIX}{ip}")
@@ -205,7 +193,7 @@ pub(crate) async fn create(
     def: &ResourceDef,
     mut obj: Value,
 ) -> Result<Value> {
-    if !(def.group.is_empty() && def.kind == "Service" && enabled()) {
+    if !(def.group.is_empty() && def.kind == "Service") {
         return registry.create(def, obj).await;
     }
     allocate(&registry.etcd, &mut obj).await?;

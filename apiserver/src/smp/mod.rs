@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 
 pub(crate) use schema::Schema;
 
-use crate::error::{Cause, Error};
+use crate::error::Error;
 
 /// Upstream's `mergepatch` sentinel messages.
 const BAD_PRIMITIVE_LIST: &str = "invalid patch format of primitive list";
@@ -69,23 +69,24 @@ impl SmpError {
 }
 
 impl From<SmpError> for Error {
-    /// The closest `Status` the crate's error can carry: 400 is exact; upstream's 422 has a
-    /// generic message and its 500 no reason, which `Error` cannot express yet, so those keep
-    /// upstream's code and message text inside the nearest variant.
+    /// As upstream's patch handler reports them: a malformed directive is 400 BadRequest, a
+    /// patch the merge cannot apply is a bare 500 with the merge's message and no reason, and
+    /// an unprocessable one is 422 Invalid with upstream's generic message.
     fn from(e: SmpError) -> Error {
         match e {
             SmpError::BadRequest(m) => Error::BadRequest(m),
-            SmpError::Unprocessable(m) => Error::Invalid {
-                group: String::new(),
-                kind: String::new(),
-                name: String::new(),
-                causes: vec![Cause {
-                    reason: "FieldValueInvalid",
-                    field: "patch".into(),
-                    message: m,
-                }],
+            SmpError::Unprocessable(_) => Error::Generic {
+                code: 422,
+                reason: "Invalid",
+                message: "the server rejected our request due to an error in our request".into(),
+                empty_details: true,
             },
-            SmpError::Failed(m) => Error::Internal(m),
+            SmpError::Failed(m) => Error::Generic {
+                code: 500,
+                reason: "",
+                message: m,
+                empty_details: false,
+            },
         }
     }
 }
