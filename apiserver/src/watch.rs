@@ -10,9 +10,10 @@
 //! cache still holds that history, as the store would.
 //!
 //! Invariants (reference/apiserver.md §2, upstream `etcd3/watcher.go`, `cacher.go`):
-//! - resourceVersion unset or "0": first the current objects as ADDED (a list at the latest
-//!   revision R), then every change after R. A revision X: every change after X, nothing
-//!   synthetic. So a client that lists at R and watches from R sees each change exactly once.
+//! - resourceVersion unset or "0": first the current objects as ADDED (the state at a
+//!   revision R: the latest for unset, any the cache has reached for "0"), then every change
+//!   after R. A revision X: every change after X, nothing synthetic. So a client that lists
+//!   at R and watches from R sees each change exactly once.
 //! - With selectors, an object that starts matching is ADDED, one that stops is DELETED.
 //! - DELETED carries the object as it was, with the deletion's revision as resourceVersion.
 //! - Once the request is accepted, failures are an ERROR event inside the 200 stream, then

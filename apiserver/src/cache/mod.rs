@@ -140,7 +140,7 @@ async fn check_progress_support(
 }
 
 /// etcd versions whose progress responses follow every earlier event: 3.4.31+, 3.5.13+,
-/// 3.6+ (the fixes of etcd#15220 and #17557 as kube-apiserver's check requires them).
+/// 3.6+ (the versions kube-apiserver's `RequestWatchProgress` check demands).
 fn supports_progress(version: &str) -> bool {
     let mut parts = version
         .split(['.', '-', '+'])
