@@ -60,6 +60,32 @@ struct ApiserverArgs {
     /// compaction request from the apiserver is disabled.
     #[arg(long, default_value = "5m0s", value_parser = parse_go_duration)]
     etcd_compaction_interval: Duration,
+    /// If set, any request presenting a client certificate signed by one of the authorities
+    /// in the client-ca-file is authenticated with an identity corresponding to the
+    /// CommonName of the client certificate (default: the CA generated in --data-dir).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// If set, the file that will be used to secure the secure port of the API server via
+    /// token authentication (CSV: token,user,uid,"group1,group2").
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Enables anonymous requests to the secure port of the API server. Requests that are not
+    /// rejected by another authentication method are treated as anonymous requests
+    /// (system:anonymous, group system:unauthenticated). Off by default here (upstream: on);
+    /// /healthz, /livez, /readyz and /version answer anonymous requests either way.
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = parse_go_bool)]
+    anonymous_auth: bool,
+}
+
+/// A Go boolean flag value (`strconv.ParseBool`): 1, t, T, TRUE, true, True, 0, f, F, FALSE,
+/// false, False.
+fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean value {s:?}")),
+    }
 }
 
 /// A Go `time.Duration` string as kube-apiserver's flags take it: `0`, or a sequence of
@@ -436,6 +462,9 @@ async fn main() -> anyhow::Result<()> {
                 bind_address: a.bind_address,
                 data_dir: a.data_dir,
                 compaction_interval: a.etcd_compaction_interval,
+                client_ca_file: a.client_ca_file,
+                token_auth_file: a.token_auth_file,
+                anonymous_auth: a.anonymous_auth,
             };
             keelson_apiserver::run(cfg, stop_requested()).await?
         }
@@ -461,5 +490,25 @@ mod tests {
         for bad in ["", "5", "5x", "-1s", "m", "1.2.3s", "s5"] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn anonymous_auth_is_a_go_boolean_flag() {
+        use clap::Parser;
+        let anonymous = |extra: &[&str]| {
+            let argv = ["keelson", "apiserver"].iter().chain(extra);
+            match super::Cli::try_parse_from(argv).map(|c| c.cmd) {
+                Ok(super::Cmd::Apiserver(a)) => Ok(a.anonymous_auth),
+                Ok(_) => unreachable!("an apiserver command line"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(anonymous(&[]), Ok(false));
+        assert_eq!(anonymous(&["--anonymous-auth"]), Ok(true));
+        assert_eq!(anonymous(&["--anonymous-auth=true"]), Ok(true));
+        assert_eq!(anonymous(&["--anonymous-auth=F"]), Ok(false));
+        assert!(anonymous(&["--anonymous-auth=maybe"]).is_err());
+        // As Go's flag package: a separate word is not the flag's value.
+        assert!(anonymous(&["--anonymous-auth", "false"]).is_err());
     }
 }

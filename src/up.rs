@@ -127,6 +127,10 @@ impl UpArgs {
             bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
             data_dir: data_dir.join("apiserver"),
             compaction_interval: keelson_apiserver::DEFAULT_COMPACTION_INTERVAL,
+            // The admin kubeconfig's client certificate is signed by the generated CA.
+            client_ca_file: None,
+            token_auth_file: None,
+            anonymous_auth: false,
         })
         .await;
         let mut result = Ok(());

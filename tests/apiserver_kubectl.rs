@@ -149,26 +149,25 @@ fn normalize(s: &str) -> String {
                     return format!("{indent}{k}: <{k}>");
                 }
             }
-            let words: Vec<&str> = t
-                .split_whitespace()
-                .map(|w| {
-                    let age = w.len() > 1
-                        && w.chars().next().is_some_and(|c| c.is_ascii_digit())
-                        && w.chars().all(|c| c.is_ascii_digit() || "smhdy".contains(c))
-                        && w.chars().last().is_some_and(|c| "smhdy".contains(c));
-                    if age {
-                        "<age>"
-                    } else if w
-                        .parse::<std::net::Ipv4Addr>()
-                        .is_ok_and(|ip| ip.octets()[0] == 10 && (96..112).contains(&ip.octets()[1]))
-                    {
-                        // An allocated Service cluster IP (10.96.0.0/12).
-                        "<cluster-ip>"
-                    } else {
-                        w
-                    }
-                })
-                .collect();
+            let words: Vec<&str> =
+                t.split_whitespace()
+                    .map(|w| {
+                        let age = w.len() > 1
+                            && w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                            && w.chars().all(|c| c.is_ascii_digit() || "smhdy".contains(c))
+                            && w.chars().last().is_some_and(|c| "smhdy".contains(c));
+                        if age {
+                            "<age>"
+                        } else if w.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| {
+                            ip.octets()[0] == 10 && (96..112).contains(&ip.octets()[1])
+                        }) {
+                            // An allocated Service cluster IP (10.96.0.0/12).
+                            "<cluster-ip>"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
             format!("{indent}{}", words.join(" "))
         })
         .collect::<Vec<_>>()

@@ -367,12 +367,27 @@ fn node_watches(a: &Apiserver) {
     let watcher = spawn(&mut a.command(&["get", "--raw", &path]), None).unwrap();
     a.pod("p4", "n1");
     a.pod("p5", "n2");
-    a.ok(&["delete", "pod", "p1", "p5", "--wait=false"]);
+    // A bound pod is deleted gracefully unless forced: forced, it is marked (MODIFIED, grace
+    // 0) and then removed (DELETED), as upstream does it.
+    a.ok(&[
+        "delete",
+        "pod",
+        "p1",
+        "p5",
+        "--wait=false",
+        "--grace-period=0",
+        "--force",
+    ]);
     let out = watcher.finish(Duration::from_secs(20), None);
     assert!(out.success(), "{}", out.stderr_str());
     assert_eq!(
         summary(&events(&out.stdout_str())),
-        pairs(&[("ADDED", "p1"), ("ADDED", "p4"), ("DELETED", "p1")])
+        pairs(&[
+            ("ADDED", "p1"),
+            ("ADDED", "p4"),
+            ("MODIFIED", "p1"),
+            ("DELETED", "p1")
+        ])
     );
     a.ok(&["delete", "pod", "--all", "--wait=false"]);
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::{Method, Response};
 use serde_json::{json, Value};
 
+use crate::deletion;
 use crate::error::{Error, Result};
 use crate::handlers::{json_reply, stream_reply, Call, State};
 use crate::object;
@@ -77,6 +78,7 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
             }
             let (mut obj, warnings) = parse_body(def, &call, "CreateOptions")?;
             object::prepare_create(def, &mut obj, ns)?;
+            crate::ssa::record_update(def, None, &mut obj, call.query.get("fieldManager"), sub);
             if call.query.get("dryRun").is_some() {
                 return Ok(validation::with_warnings(json_reply(201, &obj), &warnings));
             }
@@ -96,6 +98,8 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
                 .update_with(def, ns, name, precondition, |old| {
                     let mut new = body.clone();
                     object::prepare_update(def, old, &mut new, sub)?;
+                    let manager = call.query.get("fieldManager");
+                    crate::ssa::record_update(def, Some(old), &mut new, manager, sub);
                     Ok(new)
                 })
                 .await?;
@@ -106,6 +110,9 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
         }
         (&Method::PATCH, Some(name)) => {
             allowed("patch")?;
+            if crate::ssa::is_apply(call.content_type.as_deref()) {
+                return crate::ssa::serve(state, def, ns, name, sub, &call).await;
+            }
             let ty = PatchType::from_content_type(call.content_type.as_deref())?;
             let directive =
                 validation::Directive::parse(call.query.get("fieldValidation"), "PatchOptions")?;
@@ -129,6 +136,8 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
                         return Err(Error::stale(&def.group_resource(), name));
                     }
                     object::prepare_update(def, old, &mut new, sub)?;
+                    let manager = call.query.get("fieldManager");
+                    crate::ssa::record_update(def, Some(old), &mut new, manager, sub);
                     Ok(new)
                 })
                 .await?;
@@ -140,49 +149,16 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
         }
         (&Method::DELETE, Some(name)) => {
             allowed("delete")?;
-            let precondition = delete_precondition(&call)?;
-            let deleted = state.registry.delete(def, ns, name, precondition).await?;
-            crate::defaults::clusterip::after_delete(&state.registry.etcd, def, &deleted).await;
-            Ok(json_reply(200, &deleted_reply(def, deleted)))
+            let opts = deletion::Options::parse(&call.body, &call.query)?;
+            let outcome = deletion::delete(&state.registry, def, ns, name, &opts).await?;
+            let (code, body) = outcome.reply(def, &opts);
+            Ok(json_reply(code, &body))
         }
         (&Method::DELETE, None) => {
             allowed("deletecollection")?;
-            let opts = list_options(def, &call)?;
-            let page = state.registry.list(def, ns, &opts).await?;
-            let mut gone = Vec::new();
-            for item in page.items {
-                let name = object::meta_str(&item, "name")
-                    .unwrap_or_default()
-                    .to_string();
-                let item_ns = object::meta_str(&item, "namespace").map(str::to_string);
-                match state
-                    .registry
-                    .delete(def, item_ns.as_deref(), &name, None)
-                    .await
-                {
-                    Ok(o) => {
-                        crate::defaults::clusterip::after_delete(&state.registry.etcd, def, &o)
-                            .await;
-                        gone.push(o)
-                    }
-                    Err(Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let rev = gone
-                .iter()
-                .filter_map(|o| {
-                    parse_rv(object::meta_str(o, "resourceVersion"))
-                        .ok()
-                        .flatten()
-                })
-                .max();
-            let page = ListPage {
-                items: gone,
-                revision: rev.unwrap_or(page.revision),
-                continue_token: None,
-                remaining: None,
-            };
+            let opts = deletion::Options::parse(&call.body, &call.query)?;
+            let list = list_options(def, &call)?;
+            let page = deletion::delete_collection(&state.registry, def, ns, &list, &opts).await?;
             Ok(json_reply(200, &render_list(def, page, &call)))
         }
         _ => Err(Error::MethodNotAllowed),
@@ -273,39 +249,6 @@ fn render_list(def: &ResourceDef, page: ListPage, call: &Call) -> Value {
         "metadata": meta,
         "items": items,
     })
-}
-
-/// `DeleteOptions.preconditions.resourceVersion`, when the body has one.
-fn delete_precondition(call: &Call) -> Result<Option<i64>> {
-    if call.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let opts: Value = serde_json::from_slice(&call.body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the DeleteOptions provided are not valid JSON: {e}"
-        ))
-    })?;
-    parse_rv(
-        opts.pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str),
-    )
-}
-
-/// Pods answer a delete with the object (they delete gracefully upstream); everything else
-/// with a `Status` of Success naming what went.
-fn deleted_reply(def: &ResourceDef, deleted: Value) -> Value {
-    if def.resource == "pods" {
-        return deleted;
-    }
-    let mut details = json!({
-        "name": object::meta_str(&deleted, "name").unwrap_or_default(),
-        "kind": def.resource,
-        "uid": object::meta_str(&deleted, "uid").unwrap_or_default(),
-    });
-    if !def.group.is_empty() {
-        details["group"] = json!(def.group);
-    }
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 fn watch(

@@ -212,20 +212,6 @@ impl Etcd {
         self.guarded(key, expect, del).await
     }
 
-    /// Deletes every key under `prefix` (namespace teardown); returns how many.
-    pub(crate) async fn delete_prefix(&self, prefix: &str) -> Result<i64> {
-        let r = self
-            .kv()
-            .delete_range(DeleteRangeRequest {
-                key: Bytes::copy_from_slice(prefix.as_bytes()),
-                range_end: crate::keys::prefix_end(prefix.as_bytes()).into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        Ok(r.deleted)
-    }
-
     async fn guarded(&self, key: &str, expect: i64, then: Request) -> Result<Written> {
         let key_bytes = Bytes::copy_from_slice(key.as_bytes());
         let txn = TxnRequest {

@@ -102,6 +102,8 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
     let if_none_match = header(header::IF_NONE_MATCH);
     let method = req.method().clone();
     let query = Query::parse(req.uri().query());
+    // Who sent it (`server` authenticated the request before handing it over).
+    let user = req.extensions().get::<crate::auth::UserInfo>().cloned();
     let body = match method {
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => read_body(req).await?,
         _ => Bytes::new(),
@@ -141,6 +143,10 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         // Probed on every request, never stored.
         Route::Resource(r) if r.def.group.is_empty() && r.def.resource == "componentstatuses" => {
             crate::componentstatus::serve(state, r, call).await
+        }
+        // The caller's own identity (`kubectl auth whoami`), never stored.
+        Route::Resource(r) if r.def.group == "authentication.k8s.io" => {
+            crate::auth::serve_self_subject_review(r, call, user)
         }
         Route::Resource(r) => crate::crud::serve(state, r, call).await,
         Route::OpenApiIndex => Ok(crate::openapi::serve_index(if_none_match.as_deref())),

@@ -5,7 +5,8 @@
 //! `keelson store` and on a real etcd 3.4.
 //!
 //! ## Shape
-//! A request travels `server` (TLS, HTTP/1.1 + HTTP/2) → `handlers` (route, content
+//! A request travels `server` (TLS, HTTP/1.1 + HTTP/2) → `auth` (who sent it: client
+//! certificate, bearer token, anonymous; 401 otherwise) → `handlers` (route, content
 //! negotiation, the single error-to-`Status` conversion) → `crud` (the verb) → `object`
 //! (server-owned metadata; `defaults`, then `validate`) → `registry` (resourceVersion rules,
 //! optimistic concurrency) → `etcd` (guarded Txns, ranges, watches). `resources` is the one
@@ -18,7 +19,10 @@
 //! `validation` walks create, update and patch bodies against those schemas for
 //! `fieldValidation` (unknown and duplicate fields). `defaults` fills in upstream's defaults
 //! (and allocates Service cluster IPs through the store), `validate` holds the per-kind
-//! rules and immutable fields, and `subresource` serves `scale` and `pods/binding`.
+//! rules and immutable fields, and `subresource` serves `scale`, `pods/binding` and
+//! `namespaces/finalize`. `deletion` owns delete and deletecollection: graceful pod
+//! deletion, finalizers and `deletionTimestamp`, propagation finalizers, preconditions,
+//! namespaces moving to Terminating.
 //!
 //! ## Invariants
 //! - Objects live at `/registry/<resource>/[<namespace>/]<name>` as JSON without
@@ -36,18 +40,25 @@
 //!   (`compaction`), as kube-apiserver does.
 //!
 //! ## Not yet here (issues 6 and 7 continue)
-//! Server-side apply; subresources other than `status`, `scale` and `pods/binding` (eviction,
-//! log, exec, namespaces' finalize, …) and `scale`/`binding` in the OpenAPI documents;
+//! Server-side apply; subresources other than `status`, `scale`, `pods/binding` and
+//! `namespaces/finalize` (eviction, log, exec, …) and `scale`/`binding`/`finalize` in the
+//! OpenAPI documents; the garbage collector that acts on the `orphan`/`foregroundDeletion`
+//! finalizers and the namespace controller that empties a Terminating namespace and clears
+//! its `kubernetes` finalizer (both controllers' work: until then such objects stay marked);
+//! the `NamespaceTerminating` cause in the 403 for creates in a Terminating namespace;
 //! validation beyond the common failures `validate` covers (volumes, env, resources,
 //! probes, affinity, type mismatches) and upstream's diff after a forbidden pod update;
-//! NodePort allocation; `/openapi/v2` in protobuf, authentication beyond the client
-//! certificate handshake, admission.
+//! NodePort allocation; `/openapi/v2` in protobuf; admission; authorization (every
+//! authenticated request is allowed) and authenticators beyond client certificates and the
+//! token file.
 
+mod auth;
 mod cache;
 mod compaction;
 mod componentstatus;
 mod crud;
 mod defaults;
+mod deletion;
 mod discovery;
 mod error;
 mod etcd;
@@ -64,6 +75,7 @@ mod resources;
 mod selectors;
 mod server;
 mod smp;
+mod ssa;
 mod subresource;
 mod table;
 mod time;
@@ -93,6 +105,14 @@ pub struct Config {
     /// How often the store's history is compacted (`--etcd-compaction-interval`; zero:
     /// never). See `compaction`.
     pub compaction_interval: Duration,
+    /// CA bundle client certificates must chain to (`--client-ca-file`; None: the cluster CA
+    /// generated in `data_dir`).
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens (`--token-auth-file`, upstream's CSV format).
+    pub token_auth_file: Option<PathBuf>,
+    /// Requests without credentials are `system:anonymous` (`--anonymous-auth`); when false
+    /// they get 401 except on `/healthz`, `/livez`, `/readyz` and `/version`.
+    pub anonymous_auth: bool,
 }
 
 /// A running apiserver.
@@ -135,6 +155,12 @@ impl Apiserver {
             cfg.bind_address,
             &format!("https://{address}"),
         )?;
+        let authenticator = Arc::new(auth::Authenticator::new(&auth::Options {
+            client_ca_file: cfg.client_ca_file.clone().unwrap_or(pki.ca.clone()),
+            token_auth_file: cfg.token_auth_file.clone(),
+            anonymous: cfg.anonymous_auth,
+        })?);
+        let tls = pki::server_config(&cfg.data_dir, authenticator.tls_verifier())?;
         let registry = registry::Registry::new(etcd::Etcd::new(&cfg.etcd_servers)?);
         let (stop_watches, watches_stopped) = tokio::sync::watch::channel(false);
         let compactor = compaction::start(
@@ -160,7 +186,8 @@ impl Apiserver {
         });
         let task = tokio::spawn(server::serve(
             listener,
-            pki.tls,
+            tls,
+            authenticator,
             state,
             stop_watches,
             async {

@@ -8,6 +8,9 @@
 //! - On update `uid`, `creationTimestamp`, `deletionTimestamp`, `generation` and the
 //!   namespace come from the stored object; `generation` is bumped only when the defaulted
 //!   `spec` changed (Deployments: or their annotations, which are copied to ReplicaSets).
+//!   Clients thus never set or change `deletionTimestamp`; while it is set they may not add
+//!   finalizers (`crate::deletion::update_causes`). A namespace's `spec.finalizers` changes
+//!   only through `/finalize`.
 //! - For kinds with a status subresource the main endpoint keeps the stored `status`, and
 //!   `/status` keeps everything but `status` (metadata changes are ignored too, as upstream's
 //!   status strategies reset them); a status update never bumps `generation`.
@@ -244,6 +247,17 @@ pub(crate) fn prepare_update(
             }
         }
     }
+    if def.group.is_empty() && def.kind == "Namespace" {
+        // Only `/finalize` changes a namespace's spec.finalizers (upstream's strategy).
+        match old.pointer("/spec/finalizers") {
+            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    }
     if def.tracks_generation {
         let old_gen = old_meta
             .get("generation")
@@ -256,7 +270,8 @@ pub(crate) fn prepare_update(
         let gen = if changed { old_gen + 1 } else { old_gen };
         meta_mut(new).insert("generation".into(), json!(gen));
     }
-    let causes = validate::on_update(def, old, new);
+    let mut causes = crate::deletion::update_causes(old, new);
+    causes.extend(validate::on_update(def, old, new));
     if !causes.is_empty() {
         let name = meta_str(new, "name").unwrap_or_default().to_string();
         return Err(invalid(def, &name, causes));

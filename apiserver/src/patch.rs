@@ -25,7 +25,7 @@ impl PatchType {
             "application/strategic-merge-patch+json" => Ok(PatchType::StrategicMerge),
             _ => Err(Error::UnsupportedMediaType(
                 "application/json-patch+json, application/merge-patch+json, \
-                 application/strategic-merge-patch+json"
+                 application/strategic-merge-patch+json, application/apply-patch+yaml"
                     .into(),
             )),
         }

@@ -2,7 +2,11 @@
 //!
 //! Files: `ca.crt`/`ca.key` (the cluster CA), `apiserver.crt`/`apiserver.key` (the serving
 //! certificate, signed by the CA), `admin.crt`/`admin.key` (a client certificate with
-//! CN=admin, O=system:masters, as kubeadm's admin.conf) and `admin.kubeconfig`.
+//! CN=kubernetes-admin, O=system:masters, as kubeadm's admin.conf before 1.29; the group is
+//! the one upstream's authorizer lets do anything) and `admin.kubeconfig`.
+//!
+//! The CA is also the default client CA (`--client-ca-file`): the admin certificate and any
+//! other certificate it signs authenticate (`auth`).
 //!
 //! Invariants:
 //! - A file that exists is reused, never regenerated: restarting keeps every kubeconfig and
@@ -27,11 +31,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 
-/// The materials the server needs from the data dir.
+/// What the data dir holds for the server.
 pub(crate) struct Pki {
-    pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) kubeconfig: PathBuf,
+    /// The cluster CA's certificate (`ca.crt`).
+    pub(crate) ca: PathBuf,
 }
+
+/// The admin client certificate's user and group.
+pub(crate) const ADMIN_USER: &str = "kubernetes-admin";
+pub(crate) const ADMIN_GROUP: &str = "system:masters";
 
 fn io(what: &Path, e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("{}: {e}", what.display()))
@@ -149,10 +158,12 @@ pub(crate) fn ensure(dir: &Path, bind: IpAddr, server_url: &str) -> Result<Pki> 
     ];
     leaf("apiserver.crt", "apiserver.key", serving)?;
     let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-    admin.distinguished_name.push(DnType::CommonName, "admin");
     admin
         .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
+        .push(DnType::CommonName, ADMIN_USER);
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, ADMIN_GROUP);
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     admin.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -172,8 +183,8 @@ pub(crate) fn ensure(dir: &Path, bind: IpAddr, server_url: &str) -> Result<Pki> 
         true,
     )?;
     Ok(Pki {
-        tls: Arc::new(server_config(dir)?),
         kubeconfig,
+        ca: f("ca.crt"),
     })
 }
 
@@ -184,20 +195,24 @@ fn kubeconfig_text(server: &str, ca: &str, cert: &str, key: &str) -> String {
          clusters:\n\
          - cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: keelson\n\
          contexts:\n\
-         - context:\n    cluster: keelson\n    user: admin\n  name: admin@keelson\n\
-         current-context: admin@keelson\n\
+         - context:\n    cluster: keelson\n    user: {ADMIN_USER}\n  name: {ADMIN_USER}@keelson\n\
+         current-context: {ADMIN_USER}@keelson\n\
          preferences: {{}}\n\
          users:\n\
-         - name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+         - name: {ADMIN_USER}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
         STANDARD.encode(ca),
         STANDARD.encode(cert),
         STANDARD.encode(key),
     )
 }
 
-/// TLS 1.2/1.3 with ALPN h2 and http/1.1; client certificates signed by the CA are verified
-/// when offered (they identify the user), and clients without one are let through for now.
-fn server_config(dir: &Path) -> Result<rustls::ServerConfig> {
+/// TLS 1.2/1.3 with ALPN h2 and http/1.1, serving `apiserver.crt` from `dir`; `clients`
+/// decides what the handshake asks of client certificates (`auth` requests one and judges it
+/// per request).
+pub(crate) fn server_config(
+    dir: &Path,
+    clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(dir.join("apiserver.crt"))
@@ -205,25 +220,14 @@ fn server_config(dir: &Path) -> Result<rustls::ServerConfig> {
             .collect::<std::result::Result<_, _>>()
             .map_err(tls_err)?;
     let key = PrivateKeyDer::from_pem_file(dir.join("apiserver.key")).map_err(tls_err)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(dir.join("ca.crt")).map_err(tls_err)? {
-        roots.add(ca.map_err(tls_err)?).map_err(tls_err)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(tls_err)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(clients)
         .with_single_cert(certs, key)
         .map_err(tls_err)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok(Arc::new(cfg))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //!   update whose body carries a resourceVersion fails with 409 Conflict when the stored one
 //!   differs; one without is retried on a fresh read (upstream `GuaranteedUpdate`).
 //! - An update that changes no byte is not written (the resourceVersion stays).
+//! - An update that empties the finalizers of an object marked for deletion removes it
+//!   instead (`crate::deletion`, which owns every other removal too).
 //! - Lists read one consistent revision: the first page fixes it and continue tokens carry
 //!   it; a compacted revision answers 410 Expired (with the inconsistent-continue token when
 //!   paging).
@@ -288,16 +290,7 @@ impl Registry {
         let ns = object::meta_str(&obj, "namespace").map(str::to_string);
         if def.namespaced {
             let ns = ns.clone().unwrap_or_default();
-            let (found, _) = self
-                .etcd
-                .get(&keys::object_key("namespaces", None, &ns))
-                .await?;
-            if found.is_none() {
-                return Err(Error::not_found(
-                    &crate::error::GroupResource::new("", "namespaces"),
-                    &ns,
-                ));
-            }
+            crate::deletion::check_create_namespace(self, def, &ns, &name).await?;
         }
         let key = key_of(def, ns.as_deref(), &name);
         match self
@@ -337,6 +330,18 @@ impl Registry {
             }
             let old = object::decode_stored(&cur.value, cur.mod_revision)?;
             let new = update(&old)?;
+            if crate::deletion::should_delete_during_update(def, &old, &new) {
+                // The last finalizer went: the update removes the object.
+                match crate::deletion::delete_during_update(self, def, &key, cur.mod_revision, &old)
+                    .await?
+                {
+                    Some(_) => return Ok(new),
+                    None => {
+                        kv = self.etcd.get(&key).await?.0;
+                        continue;
+                    }
+                }
+            }
             let data = object::encode_for_storage(&new);
             if data == cur.value.as_ref() {
                 return Ok(old);
@@ -347,52 +352,6 @@ impl Registry {
                     object::set_rv(&mut new, rev);
                     return Ok(new);
                 }
-                Written::Stale(now) => kv = now,
-            }
-        }
-    }
-
-    /// Deletes one object (if its revision is still `precondition`, when given) and returns
-    /// it as it was, with the deletion's revision.
-    pub(crate) async fn delete(
-        &self,
-        def: &ResourceDef,
-        ns: Option<&str>,
-        name: &str,
-        precondition: Option<i64>,
-    ) -> Result<Value> {
-        if def.resource == "namespaces" && ["default", "kube-system", "kube-public"].contains(&name)
-        {
-            return Err(Error::Forbidden {
-                resource: def.group_resource(),
-                name: name.to_string(),
-                detail: "this namespace may not be deleted".into(),
-            });
-        }
-        let key = key_of(def, ns, name);
-        let (mut kv, _) = self.etcd.get(&key).await?;
-        loop {
-            let cur = kv.ok_or_else(|| Error::not_found(&def.group_resource(), name))?;
-            if let Some(p) = precondition.filter(|p| *p != cur.mod_revision) {
-                return Err(Error::Conflict {
-                    resource: def.group_resource(),
-                    name: name.to_string(),
-                    detail: format!(
-                        "Precondition failed: ResourceVersion in precondition: {p}, ResourceVersion in object meta: {}",
-                        cur.mod_revision
-                    ),
-                });
-            }
-            if def.resource == "namespaces" {
-                // No namespace controller yet: the contents go with the namespace.
-                for r in resources::all().iter().filter(|r| r.namespaced) {
-                    self.etcd
-                        .delete_prefix(&keys::list_prefix(r.resource, Some(name)))
-                        .await?;
-                }
-            }
-            match self.etcd.delete_if(&key, cur.mod_revision).await? {
-                Written::At(rev) => return object::decode_stored(&cur.value, rev),
                 Written::Stale(now) => kv = now,
             }
         }

@@ -25,6 +25,8 @@ const NS_VERBS: &[&str] = &[
 ];
 /// ComponentStatus: computed on request (`componentstatus`), so only read.
 const CS_VERBS: &[&str] = &["get", "list"];
+/// SelfSubjectReview: answered from the request (`auth`), never stored.
+const CREATE_ONLY: &[&str] = &["create"];
 /// Verbs of a `status` subresource.
 pub(crate) const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
@@ -94,6 +96,15 @@ impl ResourceDef {
                 version: "v1",
                 kind: "Binding",
                 verbs: &["create"],
+            });
+        }
+        if self.group.is_empty() && self.resource == "namespaces" {
+            subs.push(Subresource {
+                name: "finalize",
+                group: "",
+                version: "v1",
+                kind: "Namespace",
+                verbs: &["update"],
             });
         }
         if self.has_scale {
@@ -313,6 +324,19 @@ static RESOURCES: &[ResourceDef] = &[
         &["sts"],
         ALL,
     ),
+    // authentication.k8s.io/v1
+    ResourceDef {
+        verbs: CREATE_ONLY,
+        ..def(
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            "SelfSubjectReview",
+            "",
+            NONE,
+            NONE,
+        )
+    },
     // batch/v1
     def(
         "batch",

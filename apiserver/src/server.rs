@@ -1,5 +1,12 @@
 //! The HTTPS listener: TLS (rustls, ALPN h2 and http/1.1), HTTP/1.1 and HTTP/2 on the same
-//! port (hyper-util's auto builder), and graceful shutdown.
+//! port (hyper-util's auto builder), authentication of every request before it is handled,
+//! and graceful shutdown.
+//!
+//! Authentication: the client certificate (requested, not required, by the handshake) is
+//! verified once per connection; each request is then authenticated from it and its
+//! `Authorization` header (`auth`). A failure is answered here with the 401 `Status`; a
+//! success reaches `handlers` with the [`crate::auth::UserInfo`] in the request's
+//! extensions.
 //!
 //! Shutdown order: stop accepting; flip the shared shutdown flag so long-running watch
 //! streams end; then wait (bounded) for in-flight requests on every connection to finish
@@ -16,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::handlers::{self, State};
 
 /// Every response body: a full buffer or a stream (watches).
@@ -28,6 +36,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    authenticator: Arc<Authenticator>,
     state: Arc<State>,
     stop_watches: tokio::sync::watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
@@ -53,6 +62,7 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = state.clone();
+        let authenticator = authenticator.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -65,9 +75,25 @@ pub(crate) async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |req| {
+            let certificate = Arc::new(authenticator.peer(tls.get_ref().1.peer_certificates()));
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handlers::handle(state, req).await) }
+                let user = authenticator.authenticate(
+                    &certificate,
+                    req.headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                    req.uri().path(),
+                );
+                async move {
+                    Ok::<_, Infallible>(match user {
+                        Ok(user) => {
+                            req.extensions_mut().insert(user);
+                            handlers::handle(state, req).await
+                        }
+                        Err(e) => handlers::json_reply(e.code(), &e.status()),
+                    })
+                }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -1,5 +1,5 @@
 //! The special subresources: `scale` (deployments, replicasets, statefulsets,
-//! replicationcontrollers) and `pods/binding`. `status` is not here: it is the ordinary
+//! replicationcontrollers), `pods/binding` and `namespaces/finalize` (`crate::deletion`). `status` is not here: it is the ordinary
 //! update path with a different strategy (`object::prepare_update`).
 //!
 //! Invariants (upstream `pkg/registry/apps/deployment/storage`, `core/pod/storage`):
@@ -26,7 +26,8 @@ use crate::request::ResourceRequest;
 use crate::resources::ResourceDef;
 use crate::server::Body;
 
-/// Serves `r`, whose subresource is `scale` or `binding` (routing admits no other).
+/// Serves `r`, whose subresource is `scale`, `binding` or `finalize` (routing admits no
+/// other).
 pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Result<Response<Body>> {
     let (Some(name), Some(sub)) = (r.name.as_deref(), r.subresource.as_deref()) else {
         return Err(Error::RouteNotFound);
@@ -70,6 +71,13 @@ pub(crate) async fn serve(state: &State, r: ResourceRequest, call: Call) -> Resu
             Ok(json_reply(200, &updated))
         }
         ("binding", &Method::POST) => bind(state, r.def, ns, name, &call).await,
+        ("finalize", &Method::PUT) => {
+            let body = decode(&call.body, "Namespace")?;
+            let dry_run = call.query.get("dryRun").is_some();
+            let ns =
+                crate::deletion::finalize(&state.registry, r.def, name, &body, dry_run).await?;
+            Ok(json_reply(200, &ns))
+        }
         _ => Err(Error::MethodNotAllowed),
     }
 }

@@ -133,6 +133,7 @@ daemonsets ds apps/v1 true DaemonSet
 deployments deploy apps/v1 true Deployment
 replicasets rs apps/v1 true ReplicaSet
 statefulsets sts apps/v1 true StatefulSet
+selfsubjectreviews authentication.k8s.io/v1 false SelfSubjectReview
 cronjobs cj batch/v1 true CronJob
 jobs batch/v1 true Job
 leases coordination.k8s.io/v1 true Lease
