@@ -11,13 +11,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::proc::{find_binary, free_port, run, ChildGuard, Outcome};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
+use common::apiserver::Options;
+use common::proc::{find_binary, run, Outcome};
+use common::server::{require_etcd_tools, Server, ServerKind};
 
 const UNAUTHORIZED: &str = "error: You must be logged in to the server (Unauthorized)";
 const DISCOVERY_UNAUTHORIZED: &str = "error: You must be logged in to the server (the server \
@@ -49,111 +49,83 @@ fn tools(test: &str) -> Option<Tools> {
     })
 }
 
-/// A running `keelson apiserver` with its own data dir.
+/// A running `keelson apiserver` with its own data dir, and the tools to talk to it.
 struct Apiserver<'t> {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-    port: u16,
+    server: common::apiserver::Apiserver,
     tools: &'t Tools,
+}
+
+/// A raw HTTPS GET to `server` (HTTP/1.1, server verified against the cluster CA) with
+/// `args` added: (status code, body).
+fn curl(
+    curl: &Path,
+    server: &common::apiserver::Apiserver,
+    args: &[&str],
+    path: &str,
+) -> (u16, String) {
+    let mut cmd = Command::new(curl);
+    cmd.args([
+        "-sS",
+        "--http1.1",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(server.data().join("ca.crt"))
+    .args(args)
+    .arg(format!("{}{path}", server.url()));
+    let out = run(&mut cmd, None, Duration::from_secs(10), None).expect("run curl");
+    assert!(out.success(), "curl {path}: {}", out.stderr_str());
+    let text = out.stdout_str();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    (code.parse().expect("status code"), body.to_string())
 }
 
 impl<'t> Apiserver<'t> {
     /// Starts an apiserver on `etcd` with `flags`, and waits until an anonymous `/readyz`
     /// answers ok (a public path, whatever `--anonymous-auth` says).
     fn start(tools: &'t Tools, etcd: &str, flags: &[&str]) -> Apiserver<'t> {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-auth-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let port = free_port();
-            let child = Command::new(keelson_bin())
-                .args(["apiserver", "--etcd-servers", etcd, "--bind-address"])
-                .arg("127.0.0.1")
-                .arg("--secure-port")
-                .arg(port.to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(flags)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-                port,
-                tools,
-            };
-            match a.wait_ready() {
-                Ok(()) => return a,
-                Err(e) if a.log().contains("Address already in use") => eprintln!("retrying: {e}"),
-                Err(e) => panic!("{e}\n--- apiserver log ---\n{}", a.log()),
-            }
-        }
-        panic!("the apiserver's port kept being taken");
+        let curl_bin = tools.curl.clone();
+        let server = Options::new("keelson-auth-")
+            .args(flags)
+            .ready_when(move |a| {
+                if !a.data().join("ca.crt").exists() {
+                    return None;
+                }
+                let (code, body) = curl(&curl_bin, a, &[], "/readyz");
+                if code == 200 && body == "ok" {
+                    Some(Ok(()))
+                } else {
+                    Some(Err(format!("{code} {body}")))
+                }
+            })
+            .start(&tools.kubectl, etcd);
+        Apiserver { server, tools }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+        self.server.log()
     }
 
     fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.server.data()
     }
 
     fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    /// Polls `/readyz` (the process is external: no event to await).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.exited() {
-                return Err(format!("the apiserver exited ({status})"));
-            }
-            if self.data().join("ca.crt").exists() {
-                let (code, body) = self.curl(&[], "/readyz");
-                if code == 200 && body == "ok" {
-                    return Ok(());
-                }
-                last = format!("{code} {body}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("the apiserver did not become ready: {last}"))
+        self.server.url()
     }
 
     /// A raw HTTPS GET (HTTP/1.1, server verified against the cluster CA) with `args` added:
     /// (status code, body).
     fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
-        let mut cmd = Command::new(&self.tools.curl);
-        cmd.args([
-            "-sS",
-            "--http1.1",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(self.data().join("ca.crt"))
-        .args(args)
-        .arg(format!("{}{path}", self.url()));
-        let out = run(&mut cmd, None, Duration::from_secs(10), None).expect("run curl");
-        assert!(out.success(), "curl {path}: {}", out.stderr_str());
-        let text = out.stdout_str();
-        let (body, code) = text.rsplit_once('\n').expect("status line");
-        (code.parse().expect("status code"), body.to_string())
+        curl(&self.tools.curl, &self.server, args, path)
     }
 
     /// A kubeconfig for this server with `user` (YAML lines under `user:`).
     fn kubeconfig(&self, name: &str, user: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let path = self.server.path(&format!("{name}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority: {}\n    \
              server: {}\n  name: c\ncontexts:\n- context:\n    cluster: c\n    user: u\n  name: x\n\
@@ -171,7 +143,7 @@ impl<'t> Apiserver<'t> {
 
     /// kubectl with `kubeconfig` and its own HOME (its discovery cache).
     fn kubectl(&self, kubeconfig: &Path, args: &[&str]) -> Outcome {
-        let home = self.dir.path().join("home");
+        let home = self.server.path("home");
         let mut cmd = Command::new(&self.tools.kubectl);
         cmd.args(args)
             .env("KUBECONFIG", kubeconfig)
@@ -353,7 +325,7 @@ fn certificates_tokens_and_anonymous_off(t: &Tools, etcd: &str) {
     );
 
     // A certificate from another CA: kubectl always offers it, and it is refused.
-    let (_, crt, key) = other_ca(t, a.dir.path());
+    let (_, crt, key) = other_ca(t, a.server.dir());
     let mallory = a.kubeconfig("mallory", &cert_user(&crt, &key));
     a.refused(&mallory, &["get", "namespaces"]);
     a.refused(&mallory, &["auth", "whoami"]);

@@ -19,8 +19,9 @@ mod expected;
 mod harness;
 
 use expected::{API_RESOURCES, KINDS, STATUSES, WIDE};
-use harness::{normalize, Apiserver};
+use harness::normalize;
 
+use common::apiserver::{kubectl_bin, Apiserver, Options};
 use common::server::{require_etcd_tools, Server, ServerKind};
 
 /// One object of every stored kind (ComponentStatus is computed, never created).
@@ -387,24 +388,24 @@ fn scenario(a: &Apiserver) {
 
 #[test]
 fn every_kind_on_keelson_store() {
-    let Some(kubectl) = harness::kubectl_bin("every_kind_on_keelson_store") else {
+    let Some(kubectl) = kubectl_bin("every_kind_on_keelson_store") else {
         return;
     };
     if !require_etcd_tools("every_kind_on_keelson_store") {
         return;
     }
     let store = Server::start(ServerKind::Keelson, &[]).expect("keelson store");
-    scenario(&Apiserver::start(kubectl, &store.client_url()));
+    scenario(&Options::new("keelson-kinds-").start(&kubectl, &store.client_url()));
 }
 
 #[test]
 fn every_kind_on_real_etcd() {
-    let Some(kubectl) = harness::kubectl_bin("every_kind_on_real_etcd") else {
+    let Some(kubectl) = kubectl_bin("every_kind_on_real_etcd") else {
         return;
     };
     if !require_etcd_tools("every_kind_on_real_etcd") {
         return;
     }
     let etcd = Server::start(ServerKind::Etcd, &[]).expect("etcd");
-    scenario(&Apiserver::start(kubectl, &etcd.client_url()));
+    scenario(&Options::new("keelson-kinds-").start(&kubectl, &etcd.client_url()));
 }

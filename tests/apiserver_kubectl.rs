@@ -12,130 +12,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use common::proc::{find_binary, free_port, run, ChildGuard, End, Outcome};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
-
-fn kubectl_bin(test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_binary("kubectl", "KEELSON_KUBECTL_BIN") {
-        return Some(p);
-    }
-    if std::env::var("KEELSON_SKIP_KUBECTL").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: kubectl not found and KEELSON_SKIP_KUBECTL=1 is set");
-        return None;
-    }
-    panic!(
-        "{test} needs kubectl on PATH (or KEELSON_KUBECTL_BIN); set KEELSON_SKIP_KUBECTL=1 to skip"
-    );
-}
-
-/// A running `keelson apiserver` and a kubectl pointed at it.
-struct Apiserver {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
-}
-
-impl Apiserver {
-    /// Starts the apiserver on `etcd` and waits until `/readyz` answers ok.
-    fn start(kubectl: PathBuf, etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-apiserver-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args([
-                    "apiserver",
-                    "--etcd-servers",
-                    etcd,
-                    "--bind-address",
-                    "127.0.0.1",
-                ])
-                .arg("--secure-port")
-                .arg(free_port().to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-                kubectl: kubectl.clone(),
-            };
-            match a.wait_ready() {
-                Ok(()) => return a,
-                Err(e) if a.log().contains("Address already in use") => eprintln!("retrying: {e}"),
-                Err(e) => panic!("{e}\n--- apiserver log ---\n{}", a.log()),
-            }
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.kubeconfig")
-    }
-
-    /// Polls `kubectl get --raw /readyz` (the process is external: no event to await).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.exited() {
-                return Err(format!("the apiserver exited ({status})"));
-            }
-            if self.kubeconfig().exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.success() && out.stdout_str() == "ok" {
-                    return Ok(());
-                }
-                last = format!("{}{}", out.stdout_str(), out.stderr_str());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("the apiserver did not become ready: {last}"))
-    }
-
-    /// Runs kubectl with the admin kubeconfig and its own HOME (its discovery cache).
-    fn kubectl(&self, args: &[&str]) -> Outcome {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
-            .env_remove("KUBECTL_EXTERNAL_DIFF");
-        run(&mut cmd, None, Duration::from_secs(30), None).expect("run kubectl")
-    }
-
-    /// Runs kubectl and insists it succeeds.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.success(),
-            "kubectl {args:?}: {}\nstdout: {}\nstderr: {}\n--- apiserver log ---\n{}",
-            out.end,
-            out.stdout_str(),
-            out.stderr_str(),
-            self.log()
-        );
-        out.stdout_str()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
+use common::apiserver::{kubectl_bin, Apiserver, Options};
+use common::proc::{find_binary, run, End};
+use common::server::{require_etcd_tools, Server, ServerKind};
 
 /// Replaces the values that differ from run to run: AGE cells (`5s`, `2m3s`), uids,
 /// timestamps and resourceVersions in YAML.
@@ -207,7 +90,7 @@ fn kubectl_against_keelson_store() {
         return;
     }
     let store = Server::start(ServerKind::Keelson, &[]).expect("keelson store");
-    let a = Apiserver::start(kubectl, &store.client_url());
+    let a = Options::new("keelson-apiserver-").start(&kubectl, &store.client_url());
 
     let version = a.ok(&["version"]);
     assert!(
@@ -345,7 +228,7 @@ fn http1_and_http2(a: &Apiserver) {
         .find_map(|l| l.trim().strip_prefix("server: "))
         .expect("server in kubeconfig")
         .to_string();
-    let data = a.dir.path().join("data");
+    let data = a.data();
     for (flag, want) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let mut cmd = Command::new(&curl);
         cmd.args(["-sS", flag, "-w", "\n%{http_version}"])
@@ -371,7 +254,7 @@ fn kubectl_against_real_etcd() {
         return;
     }
     let etcd = Server::start(ServerKind::Etcd, &[]).expect("etcd");
-    let a = Apiserver::start(kubectl, &etcd.client_url());
+    let a = Options::new("keelson-apiserver-").start(&kubectl, &etcd.client_url());
     configmap_round_trip(&a);
 }
 
@@ -490,7 +373,7 @@ fn resource_versions_on_keelson_store() {
         return;
     }
     let store = Server::start(ServerKind::Keelson, &[]).expect("keelson store");
-    let a = Apiserver::start(kubectl, &store.client_url());
+    let a = Options::new("keelson-apiserver-").start(&kubectl, &store.client_url());
     resource_version_rules(&a, &store);
 }
 
@@ -503,6 +386,6 @@ fn resource_versions_on_real_etcd() {
         return;
     }
     let etcd = Server::start(ServerKind::Etcd, &[]).expect("etcd");
-    let a = Apiserver::start(kubectl, &etcd.client_url());
+    let a = Options::new("keelson-apiserver-").start(&kubectl, &etcd.client_url());
     resource_version_rules(&a, &etcd);
 }

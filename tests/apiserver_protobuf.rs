@@ -9,118 +9,19 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::proc::{find_binary, free_port, run, ChildGuard, Outcome};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
+use common::apiserver::{kubectl_bin, Apiserver, Options};
+use common::server::{require_etcd_tools, Server, ServerKind};
 use serde_json::{json, Value};
 
-fn kubectl_bin(test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_binary("kubectl", "KEELSON_KUBECTL_BIN") {
-        return Some(p);
-    }
-    if std::env::var("KEELSON_SKIP_KUBECTL").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: kubectl not found and KEELSON_SKIP_KUBECTL=1 is set");
-        return None;
-    }
-    panic!("{test} needs kubectl on PATH (or KEELSON_KUBECTL_BIN); set KEELSON_SKIP_KUBECTL=1");
-}
-
-/// A running `keelson apiserver` and a kubectl pointed at it.
-struct Apiserver {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
-}
-
 impl Apiserver {
-    fn start(kubectl: PathBuf, etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-apiserver-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args(["apiserver", "--etcd-servers", etcd])
-                .args(["--bind-address", "127.0.0.1", "--secure-port"])
-                .arg(free_port().to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-                kubectl: kubectl.clone(),
-            };
-            match a.wait_ready() {
-                Ok(()) => return a,
-                Err(e) if a.log().contains("Address already in use") => eprintln!("retrying: {e}"),
-                Err(e) => panic!("{e}\n--- apiserver log ---\n{}", a.log()),
-            }
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.kubeconfig")
-    }
-
-    /// Polls `/readyz` (the process is external: no event to await).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.exited() {
-                return Err(format!("the apiserver exited ({status})"));
-            }
-            if self.kubeconfig().exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.success() && out.stdout_str() == "ok" {
-                    return Ok(());
-                }
-                last = format!("{}{}", out.stdout_str(), out.stderr_str());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("the apiserver did not become ready: {last}"))
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Outcome {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path());
-        run(&mut cmd, None, Duration::from_secs(30), None).expect("run kubectl")
-    }
-
     /// Runs kubectl, insists it succeeds, returns stdout and stderr.
-    fn ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.kubectl(args);
-        assert!(
-            out.success(),
-            "kubectl {args:?}: {}\nstdout: {}\nstderr: {}\n--- apiserver log ---\n{}",
-            out.end,
-            out.stdout_str(),
-            out.stderr_str(),
-            self.log()
-        );
+    fn ok_both(&self, args: &[&str]) -> (String, String) {
+        let out = self.checked(args);
         (out.stdout_str(), out.stderr_str())
     }
 
     fn get(&self, what: &str) -> Value {
-        let (out, _) = self.ok(&["get", what, "-o", "json"]);
+        let out = self.ok(&["get", what, "-o", "json"]);
         serde_json::from_str(&out).expect("kubectl -o json")
     }
 }
@@ -135,7 +36,7 @@ fn container(obj: &Value, path: &str) -> Value {
 }
 
 fn generators(a: &Apiserver) {
-    let (out, err) = a.ok(&[
+    let (out, err) = a.ok_both(&[
         "create",
         "deployment",
         "web",
@@ -257,7 +158,7 @@ fn generators(a: &Apiserver) {
         "--replicas=0",
     ]);
     assert_eq!(a.get("deployment/zero")["spec"]["replicas"], 0);
-    let (_, err) = a.ok(&["scale", "deployment", "web", "--replicas=0", "-v=8"]);
+    let (_, err) = a.ok_both(&["scale", "deployment", "web", "--replicas=0", "-v=8"]);
     assert_eq!(a.get("deployment/web")["spec"]["replicas"], 0);
     assert!(!sent_protobuf(&err), "scale now sends protobuf: {err}");
 }
@@ -271,7 +172,7 @@ fn protobuf_bodies_on_keelson_store() {
         return;
     }
     let store = Server::start(ServerKind::Keelson, &[]).expect("keelson store");
-    generators(&Apiserver::start(kubectl, &store.client_url()));
+    generators(&Options::new("keelson-apiserver-").start(&kubectl, &store.client_url()));
 }
 
 #[test]
@@ -283,5 +184,5 @@ fn protobuf_bodies_on_real_etcd() {
         return;
     }
     let etcd = Server::start(ServerKind::Etcd, &[]).expect("etcd");
-    generators(&Apiserver::start(kubectl, &etcd.client_url()));
+    generators(&Options::new("keelson-apiserver-").start(&kubectl, &etcd.client_url()));
 }

@@ -14,135 +14,12 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
-use common::proc::{find_binary, free_port, run, ChildGuard, Outcome};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
-
-fn kubectl_bin(test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_binary("kubectl", "KEELSON_KUBECTL_BIN") {
-        return Some(p);
-    }
-    if std::env::var("KEELSON_SKIP_KUBECTL").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: kubectl not found and KEELSON_SKIP_KUBECTL=1 is set");
-        return None;
-    }
-    panic!(
-        "{test} needs kubectl on PATH (or KEELSON_KUBECTL_BIN); set KEELSON_SKIP_KUBECTL=1 to skip"
-    );
-}
-
-/// A running `keelson apiserver` and a kubectl pointed at it.
-struct Apiserver {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
-}
+use common::apiserver::{kubectl_bin, Apiserver, Options};
+use common::server::{require_etcd_tools, Server, ServerKind};
 
 impl Apiserver {
-    /// Starts the apiserver on `etcd` and waits until `/readyz` answers ok.
-    fn start(kubectl: PathBuf, etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-smp-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args([
-                    "apiserver",
-                    "--etcd-servers",
-                    etcd,
-                    "--bind-address",
-                    "127.0.0.1",
-                ])
-                .arg("--secure-port")
-                .arg(free_port().to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-                kubectl: kubectl.clone(),
-            };
-            match a.wait_ready() {
-                Ok(()) => return a,
-                Err(e) if a.log().contains("Address already in use") => eprintln!("retrying: {e}"),
-                Err(e) => panic!("{e}\n--- apiserver log ---\n{}", a.log()),
-            }
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.kubeconfig")
-    }
-
-    /// Polls `kubectl get --raw /readyz` (the process is external: no event to await).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.exited() {
-                return Err(format!("the apiserver exited ({status})"));
-            }
-            if self.kubeconfig().exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.success() && out.stdout_str() == "ok" {
-                    return Ok(());
-                }
-                last = format!("{}{}", out.stdout_str(), out.stderr_str());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("the apiserver did not become ready: {last}"))
-    }
-
-    /// Runs kubectl with the admin kubeconfig and its own HOME (its discovery cache).
-    fn kubectl(&self, args: &[&str]) -> Outcome {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
-            .env_remove("KUBECTL_EXTERNAL_DIFF");
-        run(&mut cmd, None, Duration::from_secs(30), None).expect("run kubectl")
-    }
-
-    /// Runs kubectl and insists it succeeds.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.success(),
-            "kubectl {args:?}: {}\nstdout: {}\nstderr: {}\n--- apiserver log ---\n{}",
-            out.end,
-            out.stdout_str(),
-            out.stderr_str(),
-            self.log()
-        );
-        out.stdout_str()
-    }
-
-    /// Writes `text` to a file in the test's dir and returns its path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).expect("write file");
-        p.to_str().unwrap().to_string()
-    }
-
     /// The stored Deployment `name`.
     fn deployment(&self, name: &str) -> Value {
         let out = self.ok(&["get", "deploy", name, "-o", "json"]);
@@ -332,7 +209,7 @@ fn scenario(kind: ServerKind) {
         return;
     }
     let store = Server::start(kind, &[]).expect("store");
-    let a = Apiserver::start(kubectl, &store.client_url());
+    let a = Options::new("keelson-smp-").start(&kubectl, &store.client_url());
     apply_edit_apply(&a);
     patch_by_name(&a);
 }

@@ -16,140 +16,23 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::proc::{find_binary, free_port, run, spawn, ChildGuard, LineMatch, Outcome, StopAfter};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
-
-fn kubectl_bin(test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_binary("kubectl", "KEELSON_KUBECTL_BIN") {
-        return Some(p);
-    }
-    if std::env::var("KEELSON_SKIP_KUBECTL").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: kubectl not found and KEELSON_SKIP_KUBECTL=1 is set");
-        return None;
-    }
-    panic!(
-        "{test} needs kubectl on PATH (or KEELSON_KUBECTL_BIN); set KEELSON_SKIP_KUBECTL=1 to skip"
-    );
-}
-
-/// A running `keelson apiserver` and a kubectl pointed at it (the pattern of
-/// tests/apiserver_kubectl.rs).
-struct Apiserver {
-    _child: ChildGuard,
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
-}
+use common::apiserver::{kubectl_bin, Apiserver, Options};
+use common::proc::{run, spawn, LineMatch, StopAfter};
+use common::server::{require_etcd_tools, Server, ServerKind};
 
 impl Apiserver {
-    /// Starts the apiserver on `etcd` and waits until `/readyz` answers ok (which includes
-    /// every watch cache having listed).
-    fn start(kubectl: &Path, etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-watchcache-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args([
-                    "apiserver",
-                    "--etcd-servers",
-                    etcd,
-                    "--bind-address",
-                    "127.0.0.1",
-                ])
-                .arg("--secure-port")
-                .arg(free_port().to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                _child: ChildGuard::new(child),
-                dir,
-                kubectl: kubectl.to_path_buf(),
-            };
-            match a.wait_ready() {
-                Ok(()) => return a,
-                Err(e) if a.log().contains("Address already in use") => eprintln!("retrying: {e}"),
-                Err(e) => panic!("{e}\n--- apiserver log ---\n{}", a.log()),
-            }
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.kubeconfig")
-    }
-
-    /// Polls `/readyz` (the process is external: no event to await).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self._child.exited() {
-                return Err(format!("the apiserver exited ({status})"));
-            }
-            if self.kubeconfig().exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.success() && out.stdout_str() == "ok" {
-                    return Ok(());
-                }
-                last = format!("{}{}", out.stdout_str(), out.stderr_str());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("the apiserver did not become ready: {last}"))
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
-            .env_remove("KUBECTL_EXTERNAL_DIFF");
-        cmd
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Outcome {
-        run(&mut self.command(args), None, Duration::from_secs(30), None).expect("run kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.success(),
-            "kubectl {args:?}: {}\nstdout: {}\nstderr: {}\n--- apiserver log ---\n{}",
-            out.end,
-            out.stdout_str(),
-            out.stderr_str(),
-            self.log()
-        );
-        out.stdout_str()
-    }
-
     fn raw(&self, path: &str) -> Value {
         let out = self.ok(&["get", "--raw", path]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
     }
 
     /// A watch (its path ends the stream with `timeoutSeconds`): every event line.
-    fn watch(&self, path: &str) -> Vec<Value> {
+    fn watch_events(&self, path: &str) -> Vec<Value> {
         events(&self.ok(&["get", "--raw", path]))
     }
 
@@ -164,7 +47,7 @@ impl Apiserver {
             "{{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{{\"name\":\"{name}\"}},\
              \"spec\":{{\"containers\":[{{\"name\":\"c\",\"image\":\"busybox\"}}]{node}}}}}"
         );
-        let file = self.dir.path().join(format!("{name}.json"));
+        let file = self.path(&format!("{name}.json"));
         std::fs::write(&file, doc).unwrap();
         self.ok(&["create", "-f", file.to_str().unwrap()]);
         rv(&self.raw(&format!("/api/v1/namespaces/default/pods/{name}")))
@@ -257,7 +140,7 @@ fn watches(a: &Apiserver) {
     a.ok(&["label", "configmap", "w", "x=y"]);
     a.ok(&["delete", "configmap", "w"]);
     // From history: exactly the three changes, in order, with their revisions.
-    let evs = a.watch(&format!(
+    let evs = a.watch_events(&format!(
         "{CMS}?watch=1&resourceVersion={start}&timeoutSeconds=1"
     ));
     assert_eq!(
@@ -289,7 +172,7 @@ fn watches(a: &Apiserver) {
     // Bookmarks: only when allowed, 2 s before the deadline, at a revision not older than
     // the watch's start.
     let now = rv(&a.raw(CMS));
-    let evs = a.watch(&format!(
+    let evs = a.watch_events(&format!(
         "{CMS}?watch=1&resourceVersion={now}&allowWatchBookmarks=true&timeoutSeconds=4"
     ));
     assert!(!evs.is_empty(), "no bookmark");
@@ -399,7 +282,9 @@ fn too_old_after_restart(kubectl: &Path, store: &Server, a: Apiserver) {
     a.ok(&["create", "configmap", "after"]);
     let last = rv(&a.raw(&format!("{CMS}/after")));
     drop(a);
-    let b = Apiserver::start(kubectl, &store.client_url());
+    let b = Options::new("keelson-watchcache-")
+        .env("RUST_LOG", "info")
+        .start(kubectl, &store.client_url());
     let out = b.ok(&[
         "get",
         "--raw",
@@ -421,7 +306,7 @@ fn too_old_after_restart(kubectl: &Path, store: &Server, a: Apiserver) {
         .unwrap_or_else(|| panic!("{msg}"));
     assert!(floor >= last, "{msg}");
     // From the cache's own start it is fine.
-    let ok = b.watch(&format!(
+    let ok = b.watch_events(&format!(
         "{CMS}?watch=1&resourceVersion={floor}&timeoutSeconds=1"
     ));
     assert!(ok.is_empty(), "{ok:?}");
@@ -437,7 +322,9 @@ fn scenario(test: &str, kind: ServerKind) {
         return;
     }
     let store = Server::start(kind, &[]).expect("store");
-    let a = Apiserver::start(&kubectl, &store.client_url());
+    let a = Options::new("keelson-watchcache-")
+        .env("RUST_LOG", "info")
+        .start(&kubectl, &store.client_url());
     lists(&a);
     watches(&a);
     node_watches(&a);

@@ -3,6 +3,8 @@
 //! Use from a test crate with `mod common;` (this directory is not a test
 //! target of its own). Modules:
 //!
+//! * [`apiserver`]: `keelson apiserver` on a store with a temp data dir, and kubectl run
+//!   with the kubeconfig it writes (options for extra flags/env), for the apiserver tests.
 //! * [`cluster`]: `keelson store` members and clusters of them on loopback (start, SIGKILL,
 //!   restart, clients once ready, leader/convergence waits, a write load), for the cluster
 //!   and crash tests.
@@ -26,6 +28,7 @@
 //! Each test crate uses only part of this, so it declares the module as
 //! `#[allow(dead_code)] mod common;` (Cargo's pattern for shared test helpers).
 
+pub mod apiserver;
 pub mod cluster;
 pub mod etcdctl;
 pub mod normalize;
