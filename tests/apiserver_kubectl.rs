@@ -297,6 +297,48 @@ fn resource_version_rules(a: &Apiserver, store: &Server) {
     );
     assert!(page2["metadata"].get("continue").is_none());
 
+    // resourceVersionMatch=Exact: the list as it was at that revision ("d" came later).
+    let exact = raw_json(
+        a,
+        &format!("{cms}?resourceVersion={rv}&resourceVersionMatch=Exact"),
+    );
+    assert_eq!(names(&exact), ["a", "b", "c"]);
+    assert_eq!(
+        exact["metadata"]["resourceVersion"].as_str(),
+        Some(rv.as_str())
+    );
+    // Exact with "0" and a match without a resourceVersion are refused as upstream does.
+    let zero = a.kubectl(&[
+        "get",
+        "--raw",
+        &format!("{cms}?resourceVersion=0&resourceVersionMatch=Exact"),
+    ]);
+    assert_eq!(zero.end, End::Exited(1));
+    assert!(
+        zero.stderr_str()
+            .contains("resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""),
+        "{}",
+        zero.stderr_str()
+    );
+    // NotOlderThan: at least that revision, so "d" is there.
+    let newer = raw_json(
+        a,
+        &format!("{cms}?resourceVersion={rv}&resourceVersionMatch=NotOlderThan"),
+    );
+    assert_eq!(names(&newer), ["a", "b", "c", "d"]);
+    // A revision from the future: 504 Timeout "Too large resource version".
+    let future = a.kubectl(&[
+        "get",
+        "--raw",
+        &format!("{cms}?resourceVersion=999999999&resourceVersionMatch=NotOlderThan"),
+    ]);
+    assert_eq!(future.end, End::Exited(1));
+    assert!(
+        future.stderr_str().contains("Too large resource version"),
+        "{}",
+        future.stderr_str()
+    );
+
     // A watch from the list's revision sees exactly what happened after it.
     let events = a.ok(&[
         "get",
