@@ -6,70 +6,21 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::proc::{free_port, ChildGuard};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
+use common::apiserver::{Apiserver, Options};
+use common::server::{require_etcd_tools, Server, ServerKind};
 use etcd_client::{Client, GetOptions};
 
 const INTERVAL: Duration = Duration::from_millis(500);
 
-/// A `keelson apiserver` compacting every [`INTERVAL`], killed on drop.
-struct Apiserver {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-}
-
-impl Apiserver {
-    /// Starts it and waits until it has bound its port (its kubeconfig is written then).
-    fn start(etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-apiserver-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args(["apiserver", "--etcd-servers", etcd])
-                .args(["--bind-address", "127.0.0.1"])
-                .args(["--secure-port", &free_port().to_string()])
-                .arg("--etcd-compaction-interval")
-                .arg(format!("{}ms", INTERVAL.as_millis()))
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if a.dir.path().join("data/admin.kubeconfig").exists() {
-                    return a;
-                }
-                if a.child.exited().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let log = a.log();
-            assert!(
-                log.contains("Address already in use"),
-                "the apiserver did not start:\n{log}"
-            );
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
+/// A `keelson apiserver` compacting every [`INTERVAL`], killed on drop; ready once it has
+/// bound its port (its kubeconfig is written then).
+fn start_apiserver(etcd: &str) -> Apiserver {
+    Options::new("keelson-apiserver-")
+        .arg("--etcd-compaction-interval")
+        .arg(&format!("{}ms", INTERVAL.as_millis()))
+        .start_bound(etcd)
 }
 
 /// `compact_rev_key`'s version and value (0 and 0 while it does not exist).
@@ -86,8 +37,8 @@ async fn compact_key(client: &mut Client) -> (i64, i64) {
 
 async fn two_apiservers_compact_once_per_interval(kind: ServerKind) {
     let server = Server::start(kind, &[]).expect("start the store");
-    let a = Apiserver::start(&server.client_url());
-    let b = Apiserver::start(&server.client_url());
+    let a = start_apiserver(&server.client_url());
+    let b = start_apiserver(&server.client_url());
     let mut client = Client::connect([server.client_url()], None)
         .await
         .expect("connect");

@@ -10,13 +10,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::proc::{find_binary, free_port, run, ChildGuard};
-use common::server::{keelson_bin, require_etcd_tools, Server, ServerKind};
+use common::apiserver::{Apiserver, Options};
+use common::proc::{find_binary, run};
+use common::server::{require_etcd_tools, Server, ServerKind};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -49,72 +49,19 @@ fn python(test: &str) -> Option<PathBuf> {
     Some(py)
 }
 
-/// A running `keelson apiserver`, killed on drop.
-struct Apiserver {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-}
-
-impl Apiserver {
-    /// Starts it on `etcd` and waits until it has bound its port (the kubeconfig is written
-    /// then); readiness is the script's to wait for.
-    fn start(etcd: &str) -> Apiserver {
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("keelson-apiserver-")
-                .tempdir()
-                .expect("tempdir");
-            let log = File::create(dir.path().join("apiserver.log")).expect("log");
-            let child = Command::new(keelson_bin())
-                .args(["apiserver", "--etcd-servers", etcd])
-                .args(["--bind-address", "127.0.0.1"])
-                .args(["--secure-port", &free_port().to_string()])
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn keelson apiserver");
-            let mut a = Apiserver {
-                child: ChildGuard::new(child),
-                dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if a.kubeconfig().exists() {
-                    return a;
-                }
-                if a.child.exited().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let log = a.log();
-            assert!(
-                log.contains("Address already in use"),
-                "the apiserver did not start:\n{log}"
-            );
-        }
-        panic!("the apiserver's port kept being taken");
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.kubeconfig")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
+/// A `keelson apiserver` on `etcd`, killed on drop, once it has bound its port (the
+/// kubeconfig is written then); readiness is the script's to wait for.
+fn start_apiserver(etcd: &str) -> Apiserver {
+    Options::new("keelson-apiserver-").start_bound(etcd)
 }
 
 fn client_semantics(python: &Path, kind: ServerKind) {
     let server = Server::start(kind, &[]).expect("start the store");
-    let apiserver = Apiserver::start(&server.client_url());
+    let apiserver = start_apiserver(&server.client_url());
     let mut cmd = Command::new(python);
     cmd.arg(SCRIPT)
         .arg(apiserver.kubeconfig())
-        .env("HOME", apiserver.dir.path());
+        .env("HOME", apiserver.dir());
     let out = run(&mut cmd, None, Duration::from_secs(180), None).expect("run python3");
     assert!(
         out.success(),

@@ -13,21 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::proc::{find_binary, free_port, run, ChildGuard, End, Outcome};
+use common::apiserver::kubectl_bin;
+use common::proc::{free_port, run, ChildGuard, End, Outcome};
 use common::server::keelson_bin;
-
-fn kubectl_bin(test: &str) -> Option<PathBuf> {
-    if let Some(p) = find_binary("kubectl", "KEELSON_KUBECTL_BIN") {
-        return Some(p);
-    }
-    if std::env::var("KEELSON_SKIP_KUBECTL").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: kubectl not found and KEELSON_SKIP_KUBECTL=1 is set");
-        return None;
-    }
-    panic!(
-        "{test} needs kubectl on PATH (or KEELSON_KUBECTL_BIN); set KEELSON_SKIP_KUBECTL=1 to skip"
-    );
-}
 
 /// A running `keelson up` whose stdout said the API is ready.
 struct Up {

@@ -30,6 +30,47 @@ enum Req {
 pub(crate) struct LabelSelector(Vec<Req>);
 
 /// Splits on commas that are not inside parentheses.
+/// A `metav1.LabelSelector` as upstream prints it (`LabelSelectorAsSelector(sel).String()`):
+/// requirements sorted by key, set values sorted and unique — `k=v`, `k in (a,b)`,
+/// `k notin (a,b)`, `k`, `!k`; "" for an absent or empty selector. An unknown operator is
+/// the `Err` (its name).
+pub(crate) fn label_selector_string(sel: &Value) -> std::result::Result<String, String> {
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
+        }
+    }
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or_default().to_string();
+        let mut values: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        values.sort_unstable();
+        values.dedup();
+        let text = match e["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.clone(),
+            "DoesNotExist" => format!("!{key}"),
+            op => return Err(op.to_string()),
+        };
+        reqs.push((key, text));
+    }
+    reqs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(reqs
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 fn split_top(s: &str) -> Vec<&str> {
     let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in s.char_indices() {

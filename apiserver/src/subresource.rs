@@ -142,46 +142,11 @@ pub(crate) fn scale_of(def: &ResourceDef, obj: &Value) -> Result<Value> {
     }))
 }
 
-/// A `metav1.LabelSelector` as upstream's `labels.Selector` prints it: requirements sorted
-/// by key, `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`.
+/// A `metav1.LabelSelector` as upstream's `labels.Selector` prints it
+/// ([`crate::selectors::label_selector_string`]); an unknown operator is an internal error.
 pub(crate) fn selector_string(sel: &Value) -> Result<String> {
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
-        }
-    }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e["key"].as_str().unwrap_or_default().to_string();
-        let mut values: Vec<&str> = e["values"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        values.sort_unstable();
-        let text = match e["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.clone(),
-            "DoesNotExist" => format!("!{key}"),
-            op => {
-                return Err(Error::Internal(format!(
-                    "{op:?} is not a valid label selector operator"
-                )))
-            }
-        };
-        reqs.push((key, text));
-    }
-    reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(reqs
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect::<Vec<_>>()
-        .join(","))
+    crate::selectors::label_selector_string(sel)
+        .map_err(|op| Error::Internal(format!("{op:?} is not a valid label selector operator")))
 }
 
 /// Read-modify-write of `spec.replicas` through a `Scale`: `compute` turns the current scale

@@ -91,6 +91,16 @@ impl Options {
         self
     }
 
+    /// Starts the apiserver on `etcd` for a test that drives it without kubectl: ready once it
+    /// has bound its port and written its kubeconfig (unless `ready_when` says otherwise).
+    pub fn start_bound(self, etcd: &str) -> Apiserver {
+        let opts = match self.ready {
+            Some(_) => self,
+            None => self.ready_when(|a| a.kubeconfig().exists().then_some(Ok(()))),
+        };
+        opts.start(Path::new("kubectl"), etcd)
+    }
+
     /// Starts the apiserver on `etcd` and waits until `/readyz` answers ok.
     pub fn start(&self, kubectl: &Path, etcd: &str) -> Apiserver {
         for _ in 0..3 {

@@ -126,42 +126,15 @@ fn format_labels(m: Option<&Value>) -> String {
     }
 }
 
-/// `metav1.LabelSelectorAsSelector(sel).String()`: requirements sorted by key, set values
-/// sorted; "" for an absent or empty selector.
+/// `metav1.LabelSelectorAsSelector(sel).String()` ("" for an absent selector, `<error>` for
+/// one upstream cannot convert).
 fn selector(sel: Option<&Value>) -> String {
-    let Some(sel) = sel.filter(|s| s.is_object()) else {
-        return String::new();
-    };
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
+    match sel.filter(|s| s.is_object()) {
+        None => String::new(),
+        Some(sel) => {
+            crate::selectors::label_selector_string(sel).unwrap_or_else(|_| "<error>".into())
         }
     }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e["key"].as_str().unwrap_or_default().to_string();
-        let mut vals: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
-        vals.sort_unstable();
-        vals.dedup();
-        let text = match e["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{key} in ({})", vals.join(",")),
-            "NotIn" => format!("{key} notin ({})", vals.join(",")),
-            "Exists" => key.clone(),
-            "DoesNotExist" => format!("!{key}"),
-            _ => return "<error>".into(),
-        };
-        reqs.push((key, text));
-    }
-    reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    reqs.into_iter()
-        .map(|(_, t)| t)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `metav1.FormatLabelSelector`: as [`selector`], `<none>` when empty.
